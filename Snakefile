@@ -1,0 +1,30 @@
+# fmri-reconstruction: NSD fMRI -> CLIP targets -> brain model -> reconstructions -> metric tables.
+# Layout: rules/*.smk one file per stage, scripts/*.py thin entry points, fmri_recon/ the logic.
+import os
+import sys
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The real run; overlays (demo.yaml, your own) come with --configfile and update it.
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+validate(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
+
+# Jobs import the package from this checkout, whether or not it is pip-installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+sys.path.insert(0, workflow.basedir)
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/weights.smk"
+include: "rules/targets.smk"
+
+
+rule all:
+    input:
+        subject_summary(),
+        [targets_path(c) for c in used_clip_models()],

@@ -1,0 +1,156 @@
+"""CLIP image-token targets: encode every image a run uses once, cache them in HDF5.
+
+Training and evaluation read targets from this cache and never run CLIP. The tokens
+are MindEye2's: the patch tokens of an open_clip vision tower (CLS dropped,
+unprojected), by default taken before ``ln_post`` (``token_norm``), from images that
+go through upstream's preprocessing quirk (``zero_one_quirk``): images in [0,1] are
+mapped by ``(x+1)/2`` as if they were in [-1,1], so the encoder sees [0.5,1].
+Facts: ../shared/spec/mindeyev2.md §2.6.
+
+Cache layout (HDF5): ``image_ids`` (N,) int64, sorted; ``tokens`` (N, S, E) float16,
+one chunk per image; attributes record the model and the preprocessing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import nsd
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"   # tiny architectures for the demo
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TOKEN_NORMS = ("pre_ln_post", "post_ln_post")
+
+
+def resolve_device(device: str = "auto", precision: str = "auto"):
+    """(device, dtype): CUDA and fp16 when there is a GPU, else CPU and fp32."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if precision == "auto":
+        precision = "fp16" if device.startswith("cuda") else "fp32"
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    return torch.device(device), dtypes[precision]
+
+
+def create_clip(arch: str):
+    """An open_clip model of architecture ``arch`` with random weights (ours are registered too)."""
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIGS)
+    if arch not in open_clip.list_models():
+        raise ValueError(f"clip_models: unknown open_clip architecture {arch!r}")
+    return open_clip.create_model(arch, pretrained=None)
+
+
+def save_random_clip(arch: str, out_path: str | Path, seed: int = 0) -> None:
+    """Write a randomly initialised ``arch`` in the format of a hub checkpoint (safetensors)."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = create_clip(arch)
+    out_path = Path(out_path)
+    tmp = nsd.atomic_path(out_path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, out_path)
+
+
+def load_vision(arch: str, weights: str | Path, device, dtype):
+    """The vision tower of ``arch`` with the checkpoint ``weights`` loaded strictly."""
+    import open_clip
+
+    model = create_clip(arch)
+    open_clip.load_checkpoint(model, str(weights), strict=True)
+    return model.visual.to(device=device, dtype=dtype).eval()
+
+
+def preprocess(images, image_size: int, zero_one_quirk: bool = True):
+    """Images (B,3,H,W) in [0,1] -> normalised encoder input, as upstream's embedder does it."""
+    import torch
+    import torch.nn.functional as F
+
+    x = images.float()
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=True, antialias=True)
+    if zero_one_quirk:
+        x = (x + 1.0) / 2.0          # upstream assumes [-1,1] input; NSD images are [0,1]
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def encode(visual, x, token_norm: str = "pre_ln_post"):
+    """Patch tokens (B, S, E) of the last block, CLS dropped, before or after ``ln_post``."""
+    if token_norm not in TOKEN_NORMS:
+        raise ValueError(f"targets.token_norm: {token_norm!r}, expected one of {TOKEN_NORMS}")
+    out = visual.forward_intermediates(x, indices=1, output_fmt="NLC", intermediates_only=True,
+                                       normalize_intermediates=token_norm == "post_ln_post")
+    return out["image_intermediates"][-1]
+
+
+def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path, out_path: str | Path,
+                clip: dict, targets: dict) -> dict:
+    """Encode ``image_ids`` (read from the images HDF5 in batches) and write the cache atomically.
+
+    ``clip``: the clip_models entry (arch, seq_dim, emb_dim); ``targets``: the targets block.
+    """
+    import torch
+    from tqdm import tqdm
+
+    device, dtype = resolve_device(targets.get("device", "auto"), targets.get("precision", "auto"))
+    visual = load_vision(clip["arch"], weights, device, dtype)
+    size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
+    ids = np.unique(np.asarray(image_ids, dtype=np.int64))
+    expected = (clip["seq_dim"], clip["emb_dim"])
+    out_path = Path(out_path)
+    tmp = nsd.atomic_path(out_path)
+    bs = int(targets.get("batch_size", 32))
+    log.info("encoding %d images with %s on %s (%s), batch %d", len(ids), clip["arch"], device, dtype, bs)
+    with h5py.File(tmp, "w") as f, torch.inference_mode():
+        f.create_dataset("image_ids", data=ids)
+        ds = f.create_dataset("tokens", shape=(len(ids), *expected), dtype=np.float16, chunks=(1, *expected))
+        for start in tqdm(range(0, len(ids), bs), desc=f"CLIP targets {clip['arch']}", unit="batch"):
+            batch = torch.from_numpy(nsd.read_images(data_dir, ids[start:start + bs])).to(device)
+            x = preprocess(batch, size, targets.get("zero_one_quirk", True)).to(dtype)
+            tokens = encode(visual, x, targets.get("token_norm", "pre_ln_post"))
+            if tuple(tokens.shape[1:]) != expected:
+                raise ValueError(f"clip_models: {clip['arch']} gives tokens {tuple(tokens.shape[1:])}, but the "
+                                 f"config says seq_dim x emb_dim = {expected}")
+            ds[start:start + len(batch)] = tokens.float().cpu().numpy().astype(np.float16)
+        attrs = {"arch": clip["arch"], "weights": Path(weights).name, "seq_dim": expected[0],
+                 "emb_dim": expected[1], "zero_one_quirk": bool(targets.get("zero_one_quirk", True)),
+                 "token_norm": targets.get("token_norm", "pre_ln_post")}
+        f.attrs.update(attrs)
+    os.replace(tmp, out_path)
+    return {**attrs, "images": int(len(ids))}
+
+
+class TargetCache:
+    """Read targets by image id from a cache written by ``build_cache``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with h5py.File(nsd._need(self.path), "r") as f:
+            self.image_ids = f["image_ids"][:]
+            self.shape = f["tokens"].shape[1:]
+            self.attrs = dict(f.attrs)
+
+    def get(self, image_ids: np.ndarray) -> np.ndarray:
+        """Tokens (n, S, E) float16 of ``image_ids``, in the order given."""
+        image_ids = np.asarray(image_ids, dtype=np.int64)
+        pos = np.searchsorted(self.image_ids, image_ids)
+        pos = np.minimum(pos, len(self.image_ids) - 1)
+        missing = image_ids[self.image_ids[pos] != image_ids]
+        if len(missing):
+            raise KeyError(f"{self.path}: no targets for image ids {missing[:10].tolist()} "
+                           f"({len(missing)} missing); rebuild the targets for this run's sessions")
+        return nsd.read_rows(self.path, "tokens", pos)

@@ -1,0 +1,10 @@
+"""Rule check_data: read and cross-check every file of the run; record what the data are."""
+from fmri_recon import nsd, runlog
+
+log = runlog.setup(snakemake.log[0])
+p = snakemake.params
+split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
+nsd.check_evals(split)
+summary = split.summary()
+log.info("data of subject %d: %s", p.subject, summary)
+nsd.write_json(snakemake.output[0], summary)

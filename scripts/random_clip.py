@@ -1,0 +1,6 @@
+"""Rule random_clip: a randomly initialised open_clip model, saved like a hub checkpoint."""
+from fmri_recon import clip_targets, runlog
+
+log = runlog.setup(snakemake.log[0])
+clip_targets.save_random_clip(snakemake.params.arch, snakemake.output[0], seed=snakemake.params.seed)
+log.info("random %s (seed %d) -> %s", snakemake.params.arch, snakemake.params.seed, snakemake.output[0])

@@ -1,0 +1,9 @@
+"""Rule synthesize: write the synthetic dataset in the pscotti/mindeyev2 layout."""
+import json
+
+from fmri_recon import runlog, synthetic
+
+log = runlog.setup(snakemake.log[0])
+cfg = synthetic.SyntheticConfig(**json.loads(snakemake.params.synthetic))
+made = synthetic.write_dataset(cfg, snakemake.params.data_dir)
+log.info("wrote %s under %s", made, snakemake.params.data_dir)
