@@ -13,7 +13,6 @@ one chunk per image; attributes record the model and the preprocessing.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import h5py
@@ -58,10 +57,8 @@ def save_random_clip(arch: str, out_path: str | Path, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     model = create_clip(arch)
-    out_path = Path(out_path)
-    tmp = nsd.atomic_path(out_path)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, out_path)
+    with nsd.atomic_output(out_path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
 def load_vision(arch: str, weights: str | Path, device, dtype):
@@ -70,7 +67,7 @@ def load_vision(arch: str, weights: str | Path, device, dtype):
 
     model = create_clip(arch)
     open_clip.load_checkpoint(model, str(weights), strict=True)
-    return model.visual.to(device=device, dtype=dtype).eval()
+    return model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def preprocess(images, image_size: int, zero_one_quirk: bool = True):
@@ -111,11 +108,9 @@ def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     ids = np.unique(np.asarray(image_ids, dtype=np.int64))
     expected = (clip["seq_dim"], clip["emb_dim"])
-    out_path = Path(out_path)
-    tmp = nsd.atomic_path(out_path)
     bs = int(targets.get("batch_size", 32))
     log.info("encoding %d images with %s on %s (%s), batch %d", len(ids), clip["arch"], device, dtype, bs)
-    with h5py.File(tmp, "w") as f, torch.inference_mode():
+    with nsd.atomic_output(out_path) as tmp, h5py.File(tmp, "w") as f, torch.inference_mode():
         f.create_dataset("image_ids", data=ids)
         ds = f.create_dataset("tokens", shape=(len(ids), *expected), dtype=np.float16, chunks=(1, *expected))
         for start in tqdm(range(0, len(ids), bs), desc=f"CLIP targets {clip['arch']}", unit="batch"):
@@ -130,7 +125,6 @@ def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path
                  "emb_dim": expected[1], "zero_one_quirk": bool(targets.get("zero_one_quirk", True)),
                  "token_norm": targets.get("token_norm", "pre_ln_post")}
         f.attrs.update(attrs)
-    os.replace(tmp, out_path)
     return {**attrs, "images": int(len(ids))}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +72,21 @@ def _need(path: Path) -> Path:
     return path
 
 
-def atomic_path(path: Path) -> Path:
-    """A temporary sibling of ``path``; write there, then ``os.replace`` it into place."""
+@contextmanager
+def atomic_output(path: str | Path):
+    """Yield a temporary sibling of ``path`` to write; move it into place only on success.
+
+    A failed or killed writer never leaves a file at ``path`` that looks complete, and an
+    exception removes the temporary file too.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- tars
@@ -87,13 +99,11 @@ def write_tar(path: str | Path, samples: dict[str, np.ndarray]) -> None:
     for name, rows in SAMPLE_ARRAYS.items():
         if samples[name].shape != (n, rows, BEHAV_COLUMNS):
             raise ValueError(f"{name}: expected shape ({n}, {rows}, {BEHAV_COLUMNS}), got {samples[name].shape}")
-    tmp = atomic_path(path)
-    with wds.TarWriter(str(tmp)) as sink:
+    with atomic_output(path) as tmp, wds.TarWriter(str(tmp)) as sink:
         for i in range(n):
             sample = {"__key__": f"sample{i:09d}"}
             sample.update({f"{k}.npy": np.asarray(samples[k][i], dtype=np.float64) for k in SAMPLE_ARRAYS})
             sink.write(sample)
-    os.replace(tmp, path)
 
 
 def read_tar(path: str | Path) -> dict[str, np.ndarray]:
@@ -271,10 +281,8 @@ def load_eval(data_dir: str | Path, name: str):
 
 
 def write_json(path: str | Path, obj: dict) -> None:
-    path = Path(path)
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def check_evals(split: Split) -> None:

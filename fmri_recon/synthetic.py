@@ -10,7 +10,6 @@ own noise. The files are written through ``nsd`` so the format is defined once.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,15 +237,12 @@ def _take(arrays: dict, mask: np.ndarray) -> dict:
 
 
 def _write_h5(path: Path, name: str, data: np.ndarray, chunk_rows: int) -> None:
-    tmp = nsd.atomic_path(path)
-    with h5py.File(tmp, "w") as f:
+    with nsd.atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(name, data=data, chunks=(chunk_rows, *data.shape[1:]))
-    os.replace(tmp, path)
 
 
 def _save_pt(path: Path, obj) -> None:
     import torch
 
-    tmp = nsd.atomic_path(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with nsd.atomic_output(path) as tmp:
+        torch.save(obj, tmp)
