@@ -11,11 +11,16 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-validate(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
-
 # Jobs import the package from this checkout, whether or not it is pip-installed.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
+
+from fmri_recon.configuration import problems
+
+SCHEMA = os.path.join(workflow.basedir, "schemas", "config.schema.yaml")
+if problems(config, SCHEMA):
+    raise ValueError("invalid configuration:\n  " + "\n  ".join(problems(config, SCHEMA)))
+validate(config, SCHEMA)  # fills in the schema's defaults
 
 
 include: "rules/common.smk"

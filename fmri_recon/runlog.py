@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 
@@ -14,4 +15,10 @@ def setup(log_file: str | Path | None, level: int = logging.INFO) -> logging.Log
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     return logging.getLogger("fmri_recon")
+
+
+def _log_uncaught(kind, value, tb):
+    """A job that dies says why in its log file, not only on the console."""
+    logging.getLogger("fmri_recon").critical("%s: %s", kind.__name__, value, exc_info=(kind, value, tb))

@@ -26,7 +26,7 @@ def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: di
         overlay.write_text(yaml.safe_dump(overrides))
         files.append(str(overlay))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--cores", "2", "--configfile", *files, *args]
+           str(workdir), "--cores", "2", *args, "--configfile", *files]   # --configfile takes the rest
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(workdir / ".hf"), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:

@@ -1,0 +1,21 @@
+"""Config checking with one short line per problem, naming the key.
+
+Snakemake's ``validate`` (which also fills in the schema's defaults) reports a failure by
+printing the whole schema and config; this runs the same JSON schema first and says only
+which key is wrong and why.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def problems(config: dict, schema_path: str | Path) -> list[str]:
+    """Every schema violation of ``config`` as ``"key.path: message"``, sorted by key."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors]

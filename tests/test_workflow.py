@@ -1,0 +1,120 @@
+"""The workflow as users run it: config validation, the download plan, data through to targets."""
+import json
+import re
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+import foreign_dataset
+from conftest import REPO, snakemake
+from fmri_recon import clip_targets, nsd
+
+TINY_CLIP = {"bigG": {"arch": "tiny-ViT-bigG-14", "emb_dim": 64, "weights": "random"},
+             "vitb32": {"arch": "tiny-ViT-B-32", "emb_dim": 48, "weights": "random"}}
+
+
+def planned_downloads(workdir, **overrides):
+    out = snakemake(workdir, "-n", configs=(REPO / "config.yaml",), overrides=overrides).stdout
+    return sorted(re.findall(r"\brule download:\n\s+output: (\S+)", out))
+
+
+def test_real_config_downloads_exactly_what_it_needs(tmp_path):
+    one = planned_downloads(tmp_path)
+    expected = ["betas_all_subj01_fp32_renorm.hdf5", "coco_images_224_float16.hdf5", "evals/all_captions.pt",
+                "evals/all_git_generated_captions.pt", "evals/all_images.pt", "wds/subj01/new_test/0.tar",
+                "wds/subj01/train/0.tar"]
+    assert one == sorted(f"data/mindeyev2/{f}" for f in expected)
+    three = planned_downloads(tmp_path, num_sessions=3)
+    assert sorted(set(three) - set(one)) == ["data/mindeyev2/wds/subj01/train/1.tar",
+                                             "data/mindeyev2/wds/subj01/train/2.tar"]
+    assert set(one) <= set(three) and len(three) == len(one) + 2
+    old = planned_downloads(tmp_path, new_test=False, subject=2)
+    assert "data/mindeyev2/wds/subj02/test/0.tar" in old and not any("subj01" in f for f in old)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"num_sesions": 2}, r"'num_sesions' was unexpected"),
+    ({"targets": {"batch_sise": 8}}, r"'batch_sise' was unexpected"),
+    ({"dataset": "fmri"}, r"'fmri' is not one of \['nsd', 'synthetic'\]"),
+    ({"experiments": {"x": {"clip_target": "bigG", "hiden_dim": 3}}}, r"'hiden_dim' was unexpected"),
+    ({"experiments": {"x": {"clip_target": "ViT-H"}}}, r"experiments.x.clip_target = 'ViT-H' is not a key of "
+                                                        r"clip_models"),
+])
+def test_bad_config_stops_before_any_job(tmp_path, overrides, message):
+    result = snakemake(tmp_path, "-n", overrides=overrides, check=False)
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert re.search(message, said), said[-3000:]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_missing_files_with_download_false_are_listed(tmp_path):
+    data = tmp_path / "nsd"
+    foreign_dataset.write(data)
+    (data / "evals/all_captions.pt").unlink()
+    result = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), check=False,
+                       overrides={"download": False, "data_dir": str(data), "subject": 5})
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert "files are missing under data_dir" in said and "evals/all_captions.pt" in said
+    assert "wds/subj05/train/0.tar" not in said.split("missing under data_dir")[1]
+
+
+def foreign_config(data):
+    return {"download": False, "data_dir": str(data), "subject": foreign_dataset.SUBJECT,
+            "num_sessions": foreign_dataset.SESSIONS, "weights_dir": "weights", "clip_models": TINY_CLIP,
+            "targets": {"device": "cpu"}}
+
+
+def test_foreign_dataset_runs_to_its_targets_without_code_change(tmp_path):
+    data = tmp_path / "nsd"
+    truth = foreign_dataset.write(data)
+    snakemake(tmp_path, "all", configs=(REPO / "config.yaml",), overrides=foreign_config(data))
+    summary = json.loads((tmp_path / "cache/data/subj05.json").read_text())
+    assert summary["num_voxels"] == foreign_dataset.VOXELS and summary["test_repeat_counts"] == {"1": 1, "2": 5}
+    used = np.union1d(truth["behav"][:, 0], truth["test_ids"]).astype(int)
+    for clip, shape in [("bigG", (256, 64)), ("vitb32", (49, 48))]:
+        cache = clip_targets.TargetCache(tmp_path / f"cache/clip_targets/{clip}.hdf5")
+        assert cache.image_ids.tolist() == used.tolist() and cache.shape == shape
+
+
+def test_bad_file_fails_its_job_clearly_and_keeps_finished_work(tmp_path):
+    data = tmp_path / "nsd"
+    foreign_dataset.write(data, betas_name="data")
+    result = snakemake(tmp_path, "all", "--keep-going", configs=(REPO / "config.yaml",),
+                       overrides=foreign_config(data), check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "logs/check_data.log").read_text()
+    assert "betas_all_subj05_fp32_renorm.hdf5: no HDF5 dataset 'betas' (found ['data'])" in log
+    assert not (tmp_path / "cache/data").exists() or not list((tmp_path / "cache/data").iterdir())
+    weights = sorted((tmp_path / "weights/random/open_clip").iterdir())
+    assert [w.name for w in weights] == ["bigG.safetensors", "vitb32.safetensors"]   # finished work kept
+    stamp = [w.stat().st_mtime_ns for w in weights]
+    with h5py.File(data / "betas_all_subj05_fp32_renorm.hdf5", "a") as f:        # the user fixes the file
+        f.move("data", "betas")
+    rerun = snakemake(tmp_path, "all", configs=(REPO / "config.yaml",), overrides=foreign_config(data))
+    assert "random_clip" not in rerun.stderr.split("Job stats:")[1].split("Reasons")[0]
+    assert [w.stat().st_mtime_ns for w in weights] == stamp
+    assert (tmp_path / "cache/clip_targets/bigG.hdf5").exists()
+
+
+@pytest.mark.e2e
+def test_demo_builds_data_and_targets(demo_run):
+    summary = json.loads((demo_run / "cache/data/subj01.json").read_text())
+    assert summary["num_voxels"] == 600 and summary["test_images"] == 50
+    split = nsd.open_split(demo_run / "demo/data", 1, 1)
+    for clip, shape in [("bigG", (256, 64)), ("vitb32", (49, 48))]:
+        cache = clip_targets.TargetCache(demo_run / f"cache/clip_targets/{clip}.hdf5")
+        assert cache.image_ids.tolist() == split.all_images().tolist() and cache.shape == shape
+        tokens = cache.get(split.test_images).astype(np.float32)
+        assert np.isfinite(tokens).all() and tokens.std() > 0.1
+    for rule in ("synthesize", "check_data"):
+        assert (demo_run / f"benchmarks/{rule}.tsv").exists() and (demo_run / f"logs/{rule}.log").exists()
+
+
+@pytest.mark.e2e
+def test_second_demo_run_has_nothing_to_do(demo_run):
+    result = snakemake(demo_run, "all", "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
