@@ -104,7 +104,7 @@ def test_bad_file_fails_its_job_clearly_and_keeps_finished_work(tmp_path):
 def test_demo_builds_data_and_targets(demo_run):
     summary = json.loads((demo_run / "cache/data/subj01.json").read_text())
     assert summary["num_voxels"] == 600 and summary["test_images"] == 50
-    split = nsd.open_split(demo_run / "demo/data", 1, 1)
+    split = nsd.open_split(demo_run / "data", 1, 1)
     for clip, shape in [("bigG", (256, 64)), ("vitb32", (49, 48))]:
         cache = clip_targets.TargetCache(demo_run / f"cache/clip_targets/{clip}.hdf5")
         assert cache.image_ids.tolist() == split.all_images().tolist() and cache.shape == shape
