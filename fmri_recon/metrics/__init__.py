@@ -4,8 +4,13 @@
   two-way identification with AlexNet(2)/(5), InceptionV3 and CLIP ViT-L/14, and the
   correlation distances of EfficientNet-B1 and SwAV), plus the explicit 0.75/0.25 blend.
 * :mod:`fmri_recon.metrics.retrieval`: 300-way top-1 retrieval in both directions.
+
+The function ``retrieval.retrieval`` is deliberately not re-exported here, so that
+``fmri_recon.metrics.retrieval`` stays the module (use
+``from fmri_recon.metrics.retrieval import retrieval``).
 """
 
+from . import image, retrieval
 from .image import (
     FEATURE_NETS,
     METRIC_KEYS,
@@ -20,7 +25,7 @@ from .image import (
     ssim,
     two_way_identification,
 )
-from .retrieval import PAPER_NAMES, UPSTREAM_NAMES, retrieval, topk_matches
+from .retrieval import PAPER_NAMES, UPSTREAM_NAMES, topk_matches
 
 __all__ = [
     "FEATURE_NETS",
@@ -32,6 +37,7 @@ __all__ = [
     "build_feature_model",
     "correlation_distance",
     "extract",
+    "image",
     "image_metrics",
     "pixcorr",
     "resize_256",

@@ -1,0 +1,8 @@
+"""MindEye2-style models: per-subject ridge, shared backbone, diffusion prior."""
+from .brain import BrainConfig, BrainNetwork, MindEyeModel, RidgeRegression, parameter_counts
+from .prior import BrainDiffusionPrior, PriorConfig, PriorNetwork, ddim_time_pairs
+
+__all__ = [
+    "BrainConfig", "BrainNetwork", "MindEyeModel", "RidgeRegression", "parameter_counts",
+    "BrainDiffusionPrior", "PriorConfig", "PriorNetwork", "ddim_time_pairs",
+]
