@@ -27,9 +27,11 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/weights.smk"
 include: "rules/targets.smk"
+include: "rules/train.smk"
 
 
 rule all:
     input:
-        subject_summary(),
+        [subject_summary(s) for s in subject_sessions()],
         [targets_path(c) for c in used_clip_models()],
+        [train_stats(e) for e in config["experiments"]],

@@ -137,8 +137,13 @@ def schedule(cfg: SyntheticConfig, test_ids: np.ndarray, train_ids: np.ndarray, 
     if n_train <= 0 or n_train > 3 * len(train_ids):
         raise ValueError(f"synthetic: {total} trials cannot hold {len(test_trials)} test trials and up to 3 "
                          f"repeats of {len(train_ids)} train images; change trials_per_session or num_images")
+    # Like NSD, an image's repeats fall far apart (mostly in different sessions): three
+    # passes over the train images in order, with the test trials scattered among them.
     pool = np.concatenate([rng.permutation(train_ids) for _ in range(3)])[:n_train]
-    trials = rng.permutation(np.concatenate([test_trials, pool]))
+    is_test = np.zeros(total, bool)
+    is_test[rng.choice(total, len(test_trials), replace=False)] = True
+    trials = np.empty(total, np.int64)
+    trials[is_test], trials[~is_test] = rng.permutation(test_trials), pool
     repeat = np.zeros(total, np.int64)
     for image in np.unique(trials):
         where = np.flatnonzero(trials == image)

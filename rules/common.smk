@@ -5,6 +5,7 @@ import re
 
 from snakemake.exceptions import WorkflowError
 
+from fmri_recon import experiment as fmri_experiment
 from fmri_recon import nsd, synthetic
 
 SUBJECT = config["subject"]
@@ -24,25 +25,44 @@ def as_param(obj):
 
 
 def experiment(name):
-    """The model settings of one experiment: `model` defaults with its overrides."""
-    return {**config["model"], **(config["experiments"][name] or {})}
+    """The settings of one experiment: `model` defaults, its overrides, data defaults."""
+    return fmri_experiment.resolve(config, name)
 
 
 def used_clip_models():
     return sorted({experiment(e)["clip_target"] for e in config["experiments"]})
 
 
-def needed_files():
-    """The hub files this config reads, relative to data_dir."""
-    return nsd.required_files(SUBJECT, config["num_sessions"], config["new_test"])
+def subject_sessions(clip=None):
+    """{subject: sessions} every experiment (of CLIP space `clip`, if given) reads."""
+    out = {} if clip else {SUBJECT: config["num_sessions"]}
+    for name in config["experiments"]:
+        exp = experiment(name)
+        if clip is None or exp["clip_target"] == clip:
+            for s in exp["subjects"]:
+                out[s] = max(out.get(s, 0), exp["num_sessions"])
+    return out
+
+
+def needed_files(subjects=None):
+    """The hub files this config reads (of `subjects` only, if given), relative to data_dir."""
+    files = set()
+    for s, n in subject_sessions().items():
+        if subjects is None or s in subjects:
+            files.update(nsd.required_files(s, n, config["new_test"]))
+    return sorted(files)
 
 
 def subject_summary(subject=SUBJECT):
-    return f"cache/data/subj{subject:02d}.json"
+    return f"cache/data/subj{int(subject):02d}.json"
 
 
 def targets_path(clip):
     return f"cache/clip_targets/{clip}.hdf5"
+
+
+def train_stats(name):
+    return f"train_logs/{name}/train_stats.json"
 
 
 def clip_weights(clip):
@@ -56,17 +76,21 @@ def clip_weights(clip):
 def _check_config():
     """Checks the schema cannot express; each names the key at fault."""
     for name in config["experiments"]:
-        clip = experiment(name)["clip_target"]
-        if clip not in config["clip_models"]:
-            raise WorkflowError(f"config: experiments.{name}.clip_target = {clip!r} is not a key of "
+        exp = experiment(name)
+        if exp["clip_target"] not in config["clip_models"]:
+            raise WorkflowError(f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "
                                 f"clip_models (have {sorted(config['clip_models'])})")
+        init = exp.get("init_from")
+        if init is not None and (init not in config["experiments"] or init == name):
+            raise WorkflowError(f"config: experiments.{name}.init_from = {init!r} is not another experiment")
     if config["dataset"] == "synthetic":
         syn = config["synthetic"]
-        if SUBJECT not in syn["subjects"]:
-            raise WorkflowError(f"config: subject = {SUBJECT} but synthetic.subjects = {syn['subjects']}")
-        if config["num_sessions"] > syn["num_sessions"]:
-            raise WorkflowError(f"config: num_sessions = {config['num_sessions']} exceeds "
-                                f"synthetic.num_sessions = {syn['num_sessions']}")
+        for s, n in subject_sessions().items():
+            if s not in syn["subjects"]:
+                raise WorkflowError(f"config: subject {s} is used but synthetic.subjects = {syn['subjects']}")
+            if n > syn["num_sessions"]:
+                raise WorkflowError(f"config: {n} sessions of subject {s} are used but "
+                                    f"synthetic.num_sessions = {syn['num_sessions']}")
     elif not config["download"]:
         missing = [f for f in needed_files() if not os.path.exists(data_path(f))]
         if missing:

@@ -58,18 +58,20 @@ elif config["download"]:
 # data are (voxel count, trials, test repeats) for the stages after it.
 rule check_data:
     input:
-        [data_path(f) for f in needed_files()],
+        lambda w: [data_path(f) for f in needed_files([int(w.subject)])],
     output:
-        subject_summary(),
+        "cache/data/subj{subject}.json",
+    wildcard_constraints:
+        subject=r"\d\d",
     params:
         data_dir=DATA,
-        subject=SUBJECT,
-        num_sessions=config["num_sessions"],
+        subject=lambda w: int(w.subject),
+        num_sessions=lambda w: subject_sessions()[int(w.subject)],
         new_test=config["new_test"],
     log:
-        "logs/check_data.log",
+        "logs/check_data/subj{subject}.log",
     benchmark:
-        "benchmarks/check_data.tsv"
+        "benchmarks/check_data/subj{subject}.tsv"
     resources:
         mem_mb=2000,
         runtime=15,

@@ -4,8 +4,8 @@
 
 rule targets:
     input:
-        summary=subject_summary(),
-        tars=[data_path(f) for f in needed_files() if f.endswith(".tar")],
+        summaries=lambda w: [subject_summary(s) for s in subject_sessions(w.clip)],
+        tars=lambda w: [data_path(f) for f in needed_files(subject_sessions(w.clip)) if f.endswith(".tar")],
         images=data_path(nsd.IMAGES_FILE),
         weights=lambda w: clip_weights(w.clip),
     output:
@@ -14,8 +14,7 @@ rule targets:
         clip=lambda w: as_param(config["clip_models"][w.clip]),
         targets=as_param(config.get("targets", {})),
         data_dir=DATA,
-        subject=SUBJECT,
-        num_sessions=config["num_sessions"],
+        runs=lambda w: sorted(subject_sessions(w.clip).items()),   # [(subject, sessions), ...]
         new_test=config["new_test"],
     log:
         "logs/targets/{clip}.log",

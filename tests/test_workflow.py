@@ -1,7 +1,6 @@
 """The workflow as users run it: config validation, the download plan, data through to targets."""
 import json
 import re
-import shutil
 
 import h5py
 import numpy as np

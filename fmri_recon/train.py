@@ -1,0 +1,390 @@
+"""The train stage: from cached CLIP targets and voxels to ``train_logs/{experiment}/last.pth``.
+
+Follows MindEye2's recipe (spec mindeyev2.md §2.6-2.7): BiMixCo for the first ``mixup_pct``
+of the epochs, then SoftCLIP with a rising temperature; the prior's MSE; AdamW with
+upstream's parameter groups; OneCycle; gradient accumulation so a 24 GB card reaches the
+global batch. accelerate runs it in fp32/bf16/fp16, with DeepSpeed ZeRO-2 + CPU optimizer
+offload on a GPU. A checkpoint every ``ckpt_interval`` epochs carries the RNG states, so a
+killed run resumes where it stopped and ends with the same weights.
+
+Deliberate deviation: an epoch is one pass over a fresh permutation of the train trials
+(upstream samples ``750 * sessions`` trials with replacement). Like upstream, a batch that
+holds the same image twice is skipped (a contrastive loss would count it as a negative).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint, losses, nsd
+from .models import BrainConfig, MindEyeModel, parameter_counts
+from .train_data import SubjectData, TrainData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    num_epochs: int = 150
+    batch_size: int = 24            # global batch (split evenly over subjects)
+    grad_accum: int = 1             # micro-batches per optimizer step
+    max_lr: float = 3e-4
+    lr_scheduler: str = "cycle"     # cycle (OneCycle) | linear
+    mixup_pct: float = 0.33
+    clip_scale: float = 1.0
+    prior_scale: float = 30.0
+    blur_scale: float = 0.5
+    ckpt_interval: int = 5
+    seed: int = 42
+    precision: str = "bf16"         # fp32 | bf16 | fp16
+    deepspeed_offload: bool = True  # ZeRO-2 + CPU optimizer offload; GPU runs only
+    val_images: int = 300           # first N unique test images, as upstream's validation
+    device: str = "auto"
+    wandb: bool = False
+    wandb_project: str = "fmri-reconstruction"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# --------------------------------------------------------------------------- set-up
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_accelerator(tc: TrainConfig):
+    """accelerate with the requested precision; DeepSpeed only where there is a GPU."""
+    from accelerate import Accelerator, DeepSpeedPlugin
+
+    cuda = torch.cuda.is_available() and tc.device != "cpu"
+    if tc.precision == "fp16" and not cuda:
+        raise ValueError("precision: fp16 needs a GPU; use bf16 or fp32 on a CPU")
+    plugin = None
+    if cuda and tc.deepspeed_offload:
+        for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                     "MASTER_PORT": "29511"}.items():
+            os.environ.setdefault(k, v)   # a single-process job started by Snakemake, not `accelerate launch`
+        plugin = DeepSpeedPlugin(zero_stage=2, offload_optimizer_device="cpu",
+                                 gradient_accumulation_steps=tc.grad_accum, gradient_clipping=None)
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision]
+    return Accelerator(mixed_precision=mixed, cpu=not cuda, gradient_accumulation_steps=tc.grad_accum,
+                       deepspeed_plugin=plugin)
+
+
+def param_groups(model: MindEyeModel, weight_decay: float = 1e-2) -> list[dict]:
+    """Upstream's AdamW groups: ridge decays; elsewhere biases and LayerNorm weights don't."""
+    no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+    groups = [{"params": list(model.ridge.parameters()), "weight_decay": weight_decay}]
+    for part in (model.backbone, model.diffusion_prior):
+        if part is None:
+            continue
+        named = [(n, p) for n, p in part.named_parameters() if p.requires_grad]
+        groups.append({"params": [p for n, p in named if not any(k in n for k in no_decay)],
+                       "weight_decay": weight_decay})
+        groups.append({"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def make_scheduler(optimizer, tc: TrainConfig, total_steps: int):
+    if tc.lr_scheduler == "cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=tc.max_lr, total_steps=total_steps, final_div_factor=1000,
+            last_epoch=-1, pct_start=min(2 / tc.num_epochs, 0.5))   # 0.5: runs of 1-3 epochs
+    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
+                                             total_iters=total_steps)
+
+
+def init_from_pretrained(model: MindEyeModel, path: str | Path) -> None:
+    """Fine-tuning start (upstream's ``load_ckpt``): every weight of a multi-subject model but
+    the first ridge weight. QUIRK kept: the first subject's ridge *bias* is loaded into the
+    new subject's ridge. Backbone and prior must match the pretrained ones exactly."""
+    state = checkpoint.read(path)["model_state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith("ridge.linears.") or k == "ridge.linears.0.bias"}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:      # shapes differ: another hidden_dim, token shape, ...
+        raise checkpoint.CheckpointMismatch(f"{path}: cannot initialise from it: {e}") from e
+    missing = [k for k in missing if not k.startswith("ridge.")]
+    if missing or unexpected:
+        raise checkpoint.CheckpointMismatch(f"{path}: cannot initialise from it: missing {missing[:5]}, "
+                                            f"unexpected {unexpected[:5]}")
+
+
+# --------------------------------------------------------------------------- one step
+class LossModel(torch.nn.Module):
+    """The whole training computation in one forward, so accelerate/DeepSpeed wrap all of it."""
+
+    def __init__(self, model: MindEyeModel, tc: TrainConfig):
+        super().__init__()
+        self.model, self.tc = model, tc
+
+    def forward(self, voxels: list, subj_idx: list, targets, mix=None, temp: float = 0.006) -> dict:
+        backbone, clip_voxels, _ = self.model(voxels, subj_idx)
+        out = {"prior": torch.zeros((), device=targets.device), "clip": torch.zeros((), device=targets.device)}
+        if self.model.diffusion_prior is not None and self.tc.prior_scale > 0:
+            # QUIRK kept: during mixup the prior sees mixed-voxel backbones and unmixed targets.
+            out["prior"] = self.model.diffusion_prior(text_embed=backbone, image_embed=targets)[0]
+        if clip_voxels is not None and self.tc.clip_scale > 0:
+            pred, targ = losses.flat_normalise(clip_voxels), losses.flat_normalise(targets)
+            out["clip"] = (losses.mixco_nce(pred, targ, 0.006, *mix) if mix is not None
+                           else losses.soft_clip_loss(pred, targ, temp))
+        out["total"] = self.tc.prior_scale * out["prior"] + self.tc.clip_scale * out["clip"]
+        return out
+
+
+def epoch_batches(data: TrainData, tc: TrainConfig, epoch: int) -> list[list[np.ndarray]]:
+    """Per global step, the trial indices of each subject; reproducible from (seed, epoch)."""
+    per_subject = tc.batch_size // len(data.subjects)
+    rng = np.random.default_rng([tc.seed, epoch])
+    perms = [rng.permutation(len(s.voxels)) for s in data.subjects]
+    steps = min(len(p) // per_subject for p in perms)
+    return [[p[i * per_subject:(i + 1) * per_subject] for p in perms] for i in range(steps)]
+
+
+def has_duplicate_images(data: TrainData, batch: list[np.ndarray]) -> bool:
+    ids = np.concatenate([s.image_ids[idx] for s, idx in zip(data.subjects, batch)])
+    return len(np.unique(ids)) < len(ids)
+
+
+def micro_batches(data: TrainData, batch: list[np.ndarray], tc: TrainConfig, device, mixup: bool):
+    """Split a global batch into ``grad_accum`` micro-batches: (voxels, subj_idx, targets, mix)."""
+    for m in range(tc.grad_accum):
+        voxels, targets, perms, betas, selects, offset = [], [], [], [], [], 0
+        for k, (subj, idx) in enumerate(zip(data.subjects, batch)):
+            part = idx[m::tc.grad_accum]
+            v = subj.voxels[part].float().to(device)[:, None]
+            if mixup:
+                v, perm, beta, select = losses.mixco(v)
+                perms.append(perm + offset), betas.append(beta), selects.append(select)
+            voxels.append(v)
+            targets.append(data.targets[subj.target_index[part]])
+            offset += len(part)
+        mix = (torch.cat(perms), torch.cat(betas), torch.cat(selects)) if mixup else None
+        yield voxels, list(range(len(voxels))), torch.cat(targets).float().to(device), mix
+
+
+# --------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(model: MindEyeModel, subj: SubjectData, targets: torch.Tensor, n_images: int, device,
+             autocast) -> dict:
+    """Retrieval on the first ``n_images`` test images, outputs averaged over the 3 repeats."""
+    from .metrics.retrieval import topk_matches
+
+    model.eval()
+    n = min(n_images, len(subj.test_images))
+    preds = []
+    for start in range(0, n, 64):
+        reps = []
+        for r in range(3):
+            with autocast():
+                backbone, clip_voxels, _ = model(subj.test_voxels[start:start + 64, r].float().to(device)[:, None], 0)
+            reps.append((clip_voxels if clip_voxels is not None else backbone).float())
+        preds.append(torch.stack(reps).mean(0).cpu())
+    pred = losses.flat_normalise(torch.cat(preds))
+    targ = losses.flat_normalise(targets[subj.test_index[:n]])
+    sim = targ @ pred.T                             # sim[i, j] = cos(image_i, brain_j)
+    model.train()
+    return {"val_images": n, "val_loss_clip": float(losses.soft_clip_loss(pred, targ, 0.006)),
+            "val_image_to_brain": float(topk_matches(sim).float().mean()),
+            "val_brain_to_image": float(topk_matches(sim.T).float().mean())}
+
+
+# --------------------------------------------------------------------------- state
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+
+
+# --------------------------------------------------------------------------- the run
+RESUME_IGNORES = ("device", "wandb", "wandb_project", "ckpt_interval")   # may change between tries
+
+
+def resume_state(path: Path, brain_cfg: BrainConfig, tc: TrainConfig, data_desc: dict) -> dict | None:
+    """The checkpoint to resume from, or None (none yet, or trained with another config)."""
+    if not path.exists():
+        return None
+    ckpt = checkpoint.read(path)
+    want = {k: v for k, v in asdict(tc).items() if k not in RESUME_IGNORES}
+    have = {k: v for k, v in ckpt.get("train_config", {}).items() if k not in RESUME_IGNORES}
+    try:
+        checkpoint.check_config({**ckpt, "train_config": have}, path, config=brain_cfg.to_dict(),
+                                train_config=want, data=data_desc)
+    except checkpoint.CheckpointMismatch as e:
+        log.warning("%s; training from scratch", e)
+        return None
+    log.info("resuming from %s after epoch %d", path, ckpt["epoch"])
+    return ckpt
+
+
+def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str | Path, data_desc: dict,
+        init_from: str | Path | None = None, stop_after: int | None = None) -> dict:
+    """Train (or resume) into ``out_dir``: last.pth, log.csv, loss_curve.png, train_stats.json.
+
+    ``stop_after``: return after that many epochs in total, with the checkpoint written (to
+    split a long run over several jobs; the tests use it to interrupt a run).
+    """
+    from tqdm import tqdm
+
+    if brain_cfg.blurry_recon:
+        raise NotImplementedError("blurry_recon: training the low-level branch needs the SD VAE latents and the "
+                                  "ConvNeXt teacher, which this stage does not compute yet; set blurry_recon: false")
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "last.pth"
+    ckpt = resume_state(ckpt_path, brain_cfg, tc, data_desc)
+    seed_everything(tc.seed)
+    model = MindEyeModel(brain_cfg)
+    if init_from and ckpt is None:
+        init_from_pretrained(model, init_from)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=tc.max_lr)
+    steps_per_epoch = len(epoch_batches(data, tc, 0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {tc.batch_size} is larger than the train set of a subject")
+    scheduler = make_scheduler(optimizer, tc, tc.num_epochs * steps_per_epoch)
+    start, history, elapsed, peak = 0, [], 0.0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model_state_dict"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        start, history, elapsed, peak = ckpt["epoch"], ckpt["history"], ckpt["elapsed_s"], ckpt["peak_memory_mb"]
+    accelerator = make_accelerator(tc)
+    device = accelerator.device
+    loss_model, optimizer, scheduler = accelerator.prepare(LossModel(model, tc), optimizer, scheduler)
+    if ckpt is not None:
+        set_rng_state(ckpt["rng"])
+    counts = parameter_counts(model)
+    log.info("training %s on %s (%s): %d steps/epoch, epochs %d..%d, params %s", data_desc, device,
+             tc.precision, steps_per_epoch, start + 1, tc.num_epochs, counts)
+    wandb = _wandb(tc, brain_cfg, data_desc)
+    mixup_epochs = int(tc.mixup_pct * tc.num_epochs)
+    temps = losses.cosine_anneal(0.004, 0.0075, tc.num_epochs - mixup_epochs)
+    for epoch in range(start, tc.num_epochs):
+        t0 = time.perf_counter()
+        mixup = epoch < mixup_epochs
+        temp = 0.006 if mixup else temps[epoch - mixup_epochs]
+        sums, done, skipped = {"total": 0.0, "prior": 0.0, "clip": 0.0}, 0, 0
+        batches = epoch_batches(data, tc, epoch)
+        for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{tc.num_epochs}", unit="step")):
+            if has_duplicate_images(data, batch):
+                skipped += 1
+                continue
+            for voxels, subj_idx, targets, mix in micro_batches(data, batch, tc, device, mixup):
+                with accelerator.accumulate(loss_model):
+                    out = loss_model(voxels, subj_idx, targets, mix, temp)
+                    if not torch.isfinite(out["total"]):
+                        raise FloatingPointError(f"loss is {out['total'].item()} at epoch {epoch + 1}, batch {step}")
+                    accelerator.backward(out["total"])
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                for k in sums:
+                    sums[k] += float(out[k].detach()) / tc.grad_accum
+            done += 1
+        val = validate(accelerator.unwrap_model(loss_model).model, data.subjects[0], data.targets,
+                       tc.val_images, device, accelerator.autocast)
+        elapsed += time.perf_counter() - t0
+        peak = max(peak, peak_memory_mb(device))
+        row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "mixup": int(mixup), "temp": temp,
+               **{f"train_loss_{k}": v / max(done, 1) for k, v in sums.items()}, "skipped_batches": skipped,
+               **val, "epoch_time_s": time.perf_counter() - t0}
+        history.append(row)
+        log.info("epoch %d: loss %.4f (prior %.4f, clip %.4f), val image->brain %.3f brain->image %.3f",
+                 epoch + 1, row["train_loss_total"], row["train_loss_prior"], row["train_loss_clip"],
+                 val["val_image_to_brain"], val["val_brain_to_image"])
+        write_log_csv(out_dir / "log.csv", history)
+        if wandb is not None:
+            wandb.log(row)
+        last = epoch + 1 == tc.num_epochs or (stop_after is not None and epoch + 1 >= stop_after)
+        if (epoch + 1) % tc.ckpt_interval == 0 or last:
+            state = {"epoch": epoch + 1, "model_state_dict": accelerator.unwrap_model(loss_model).model.state_dict(),
+                     "optimizer_state_dict": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
+                     "train_losses": [r["train_loss_total"] for r in history],
+                     "test_losses": [r["val_loss_clip"] for r in history], "lrs": [r["lr"] for r in history],
+                     "config": brain_cfg.to_dict(), "train_config": asdict(tc), "data": data_desc,
+                     "rng": rng_state(), "elapsed_s": elapsed, "peak_memory_mb": peak, "history": history}
+            checkpoint.save(ckpt_path, state)
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < tc.num_epochs:
+            log.info("stopping after epoch %d as asked; the next run resumes from %s", epoch + 1, ckpt_path)
+            return {"stopped_after": epoch + 1}
+    stats = {"experiment_data": data_desc, "epochs": tc.num_epochs, "wall_time_s": elapsed,
+             "peak_memory_mb": peak, "device": str(device), "precision": tc.precision,
+             "deepspeed": accelerator.distributed_type.value == "DEEPSPEED", "params": counts,
+             "final": history[-1] if history else {}, "chance": 1 / max(history[-1]["val_images"], 1) if history else None,
+             "checkpoint": str(ckpt_path)}
+    plot_curves(out_dir / "loss_curve.png", history)
+    nsd.write_json(out_dir / "train_stats.json", stats)
+    return stats
+
+
+def write_log_csv(path: Path, rows: list[dict]) -> None:
+    with nsd.atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_curves(path: Path, rows: list[dict]) -> None:
+    """Train losses and validation retrieval per epoch, with chance marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for k in ("total", "prior", "clip"):
+        a.plot(epochs, [r[f"train_loss_{k}"] for r in rows], label=f"train {k}")
+    a.set_yscale("log")
+    a.set_xlabel("epoch")
+    a.set_title("training losses")
+    a.legend()
+    b.plot(epochs, [r["val_image_to_brain"] for r in rows], label="image->brain (paper: Image retrieval)")
+    b.plot(epochs, [r["val_brain_to_image"] for r in rows], label="brain->image (paper: Brain retrieval)")
+    b.axhline(1 / rows[-1]["val_images"], color="grey", ls="--", label="chance")
+    b.set_ylim(0, 1)
+    b.set_xlabel("epoch")
+    b.set_title(f"test top-1 retrieval ({rows[-1]['val_images']}-way)")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    with nsd.atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _wandb(tc: TrainConfig, brain_cfg: BrainConfig, data_desc: dict):
+    if not tc.wandb:
+        return None
+    try:
+        import wandb
+    except ImportError as e:
+        raise ImportError("wandb: true in the config, but the wandb package is not installed (pip install wandb)") from e
+    wandb.init(project=tc.wandb_project, config={**asdict(tc), **brain_cfg.to_dict(), **data_desc})
+    return wandb

@@ -1,0 +1,60 @@
+"""What training holds in memory: the voxels of the chosen sessions and their cached CLIP targets.
+
+Voxels of every train trial and of the test set are read once (sorted unique rows, never the
+whole betas file); targets come from the ``targets`` stage's cache, so training never runs
+CLIP. Test voxels keep their three repeats apart: upstream runs the model on each repeat
+and averages the outputs, not the voxels (spec §1.4).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import nsd
+from .clip_targets import TargetCache
+
+
+@dataclass
+class SubjectData:
+    subject: int
+    voxels: torch.Tensor          # (N, V) float16: train trials
+    target_index: torch.Tensor    # (N,) long: row of each trial's image in ``targets``
+    image_ids: np.ndarray         # (N,) the 73k id of each train trial
+    test_voxels: torch.Tensor     # (n, 3, V) float16: the three repeats of each test image
+    test_index: torch.Tensor      # (n,) long: row of each test image in ``targets``
+    test_images: np.ndarray       # (n,) sorted 73k ids
+
+    @property
+    def num_voxels(self) -> int:
+        return self.voxels.shape[1]
+
+
+@dataclass
+class TrainData:
+    subjects: list[SubjectData]
+    targets: torch.Tensor         # (U, S, E) float16: every image any subject uses, once
+    image_ids: np.ndarray         # (U,) sorted ids of the rows of ``targets``
+
+
+def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targets_path) -> TrainData:
+    """Read the voxels of ``subjects`` (first ``num_sessions`` sessions) and their targets."""
+    splits = [nsd.open_split(data_dir, s, num_sessions, new_test) for s in subjects]
+    ids = np.unique(np.concatenate([sp.all_images() for sp in splits]))
+    cache = TargetCache(targets_path)
+    targets = torch.from_numpy(cache.get(ids))
+    out = []
+    for sp in splits:
+        train = nsd.read_voxels(data_dir, sp.subject, sp.train_trials)
+        test = nsd.read_voxels(data_dir, sp.subject, sp.test_trials.ravel())
+        out.append(SubjectData(
+            subject=sp.subject,
+            voxels=torch.from_numpy(train).half(),
+            target_index=torch.from_numpy(np.searchsorted(ids, sp.train_images)),
+            image_ids=sp.train_images,
+            test_voxels=torch.from_numpy(test).half().view(len(sp.test_images), 3, -1),
+            test_index=torch.from_numpy(np.searchsorted(ids, sp.test_images)),
+            test_images=sp.test_images,
+        ))
+    return TrainData(out, targets, ids)

@@ -1,0 +1,48 @@
+# Train: per experiment, cached CLIP targets + voxels -> train_logs/{experiment}/.
+#
+# The checkpoint train_logs/{experiment}/last.pth is written every ckpt_interval epochs
+# and at the end, but is deliberately NOT a declared output: Snakemake deletes a job's
+# declared outputs before running it again and after it fails, which would throw away the
+# checkpoint a killed or preempted job resumes from. train_stats.json, written last, marks a
+# finished training; later stages read last.pth beside it. A checkpoint trained with other
+# settings is never resumed (its saved config is compared), the run starts over instead.
+
+
+def train_inputs(w):
+    exp = experiment(w.experiment)
+    inputs = {
+        "targets": targets_path(exp["clip_target"]),
+        "summaries": [subject_summary(s) for s in exp["subjects"]],
+        "data": [data_path(f) for f in needed_files(exp["subjects"])],
+    }
+    if exp.get("init_from"):
+        inputs["init"] = train_stats(exp["init_from"])
+    return inputs
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        stats=train_stats("{experiment}"),
+        log_csv="train_logs/{experiment}/log.csv",
+        curve=report("train_logs/{experiment}/loss_curve.png", category="Training"),
+    params:
+        experiment=lambda w: fmri_experiment.train_params(config, w.experiment),
+        device=lambda w: experiment(w.experiment).get("device", "auto"),
+        wandb=lambda w: experiment(w.experiment).get("wandb", False),
+        data_dir=DATA,
+        out_dir="train_logs/{experiment}",
+    log:
+        "logs/train/{experiment}.log",
+    benchmark:
+        "benchmarks/train/{experiment}.tsv"
+    resources:
+        mem_mb=lambda w: experiment(w.experiment).get("train_mem_mb", 64000),
+        runtime=lambda w: experiment(w.experiment).get("train_runtime", 1440),
+        gpu=1,
+    threads: 4
+    conda:
+        f"{ENVS}/train.yaml"
+    script:
+        "../scripts/train.py"

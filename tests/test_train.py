@@ -1,0 +1,184 @@
+"""Training: MindEye2's losses and schedule, a resumable run, fine-tuning, multi-subject."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from fmri_recon import checkpoint, experiment, losses, train
+from fmri_recon.models import BrainConfig, MindEyeModel
+from fmri_recon.train_data import SubjectData, TrainData
+
+S, E = 4, 8
+
+
+def fake_data(voxels=(30,), n_train=48, n_test=10, seed=0) -> TrainData:
+    """Voxels that are a fixed linear function of the targets plus noise: learnable."""
+    g = torch.Generator().manual_seed(seed)
+    n_img = n_train + n_test
+    targets = torch.randn(n_img, S, E, generator=g)
+    subjects = []
+    for k, v in enumerate(voxels):
+        w = torch.randn(S * E, v, generator=g) / (S * E) ** 0.5
+        enc = lambda idx: (targets[idx].flatten(1) @ w + 0.3 * torch.randn(len(idx), v, generator=g)).half()  # noqa
+        train_idx = torch.arange(n_test, n_img)
+        test_idx = torch.arange(n_test)
+        subjects.append(SubjectData(
+            subject=k + 1, voxels=enc(train_idx), target_index=train_idx, image_ids=train_idx.numpy(),
+            test_voxels=torch.stack([enc(test_idx) for _ in range(3)], 1), test_index=test_idx,
+            test_images=test_idx.numpy()))
+    return TrainData(subjects, targets.half(), np.arange(n_img))
+
+
+def tiny_cfg(voxels=(30,), **kw) -> BrainConfig:
+    return BrainConfig(num_voxels=list(voxels), hidden_dim=16, n_blocks=1, clip_seq_dim=S, clip_emb_dim=E,
+                       prior_depth=1, prior_dim_head=8, **kw)
+
+
+def tiny_tc(**kw) -> train.TrainConfig:
+    base = dict(num_epochs=4, batch_size=8, max_lr=3e-3, precision="fp32", ckpt_interval=2, val_images=10,
+                device="cpu", deepspeed_offload=False)
+    return train.TrainConfig(**{**base, **kw})
+
+
+# --------------------------------------------------------------------------- losses
+def test_temperature_rises_as_upstream():
+    temps = losses.cosine_anneal(0.004, 0.0075, 101)
+    assert temps[0] == pytest.approx(0.004) and temps[-1] == pytest.approx(0.0075)
+    assert temps[50] == pytest.approx((0.004 + 0.0075) / 2) and all(np.diff(temps) > 0)
+
+
+def test_soft_clip_loss_hand_computed():
+    preds = torch.eye(2)
+    targs = torch.eye(2)
+    # soft labels = softmax(I/1) rows = [e, 1]/(e+1); logits = I -> same distribution, both ways
+    p = torch.tensor([np.e, 1.0]) / (np.e + 1)
+    expected = -(p * torch.log(p)).sum()
+    assert losses.soft_clip_loss(preds, targs, 1.0) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_mixco_nce_without_mixing_is_clip_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    preds, targs = losses.flat_normalise(torch.randn(5, 7, generator=g)), losses.flat_normalise(torch.randn(5, 7, generator=g))
+    perm, betas = torch.tensor([1, 2, 3, 4, 0]), torch.ones(5)
+    logits = preds @ targs.T / 0.1
+    ce = (torch.nn.functional.cross_entropy(logits, torch.arange(5))
+          + torch.nn.functional.cross_entropy(logits.T, torch.arange(5))) / 2
+    assert losses.mixco_nce(preds, targs, 0.1, perm, betas) == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_mixco_leaves_unselected_samples_alone():
+    torch.manual_seed(3)
+    v = torch.randn(64, 1, 10)
+    mixed, perm, betas, select = losses.mixco(v)
+    assert torch.equal(mixed[~select], v[~select]) and (betas[~select] == 1).all()
+    i = int(torch.nonzero(select)[0])
+    assert torch.allclose(mixed[i], betas[i] * v[i] + (1 - betas[i]) * v[perm[i]])
+    assert 10 < int(select.sum()) < 54
+
+
+def test_param_groups_cover_every_parameter_once_with_upstream_decay():
+    model = MindEyeModel(tiny_cfg())
+    groups = train.param_groups(model)
+    ids = [id(p) for g in groups for p in g["params"]]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(ids) == len(set(ids)) == len(trainable)
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(model.ridge.linears[0].bias)] == 0.01            # the whole ridge decays
+    assert decay_of[id(model.backbone.backbone_linear.bias)] == 0.0
+    assert decay_of[id(model.backbone.backbone_linear.weight)] == 0.01
+
+
+def test_experiment_keys_are_config_fields():
+    from dataclasses import fields
+    assert set(experiment.MODEL_KEYS) <= {f.name for f in fields(BrainConfig)}
+    assert set(experiment.TRAIN_KEYS) <= {f.name for f in fields(train.TrainConfig)}
+
+
+# --------------------------------------------------------------------------- runs
+def test_model_learns_and_writes_its_outputs(tmp_path):
+    stats = train.run(fake_data(), tiny_cfg(), tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=1e-2), tmp_path,
+                      {"subjects": [1]})
+    rows = stats["final"]
+    assert (tmp_path / "train_stats.json").exists() and (tmp_path / "log.csv").exists()
+    assert (tmp_path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    history = checkpoint.read(tmp_path / "last.pth")["history"]
+    assert history[-1]["train_loss_total"] < 0.5 * history[0]["train_loss_total"]
+    assert rows["val_image_to_brain"] >= 0.4 and rows["val_brain_to_image"] >= 0.4     # chance 0.1
+    assert stats["params"]["total"] > 0 and stats["wall_time_s"] > 0 and stats["peak_memory_mb"] > 0
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, caplog):
+    data, cfg, tc = fake_data(), tiny_cfg(), tiny_tc(num_epochs=4, ckpt_interval=2)
+    train.run(data, cfg, tc, tmp_path / "straight", {"subjects": [1]})
+    out = train.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, stop_after=2)
+    assert out == {"stopped_after": 2} and not (tmp_path / "split/train_stats.json").exists()
+    assert checkpoint.read(tmp_path / "split/last.pth")["epoch"] == 2
+    with caplog.at_level(logging.INFO, logger="fmri_recon.train"):
+        train.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]})
+    assert "resuming from" in caplog.text and "after epoch 2" in caplog.text
+    a = checkpoint.read(tmp_path / "straight/last.pth")
+    b = checkpoint.read(tmp_path / "split/last.pth")
+    for k, v in a["model_state_dict"].items():
+        assert torch.equal(v, b["model_state_dict"][k]), k
+    assert [r["train_loss_total"] for r in a["history"]] == [r["train_loss_total"] for r in b["history"]]
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path, caplog):
+    data = fake_data()
+    train.run(data, tiny_cfg(), tiny_tc(num_epochs=2), tmp_path, {"subjects": [1]})
+    with caplog.at_level(logging.WARNING, logger="fmri_recon.train"):
+        train.run(data, tiny_cfg(), tiny_tc(num_epochs=2, max_lr=1e-3), tmp_path, {"subjects": [1]})
+    assert "train_config.max_lr: checkpoint 0.003, config 0.001" in caplog.text and "from scratch" in caplog.text
+    assert checkpoint.read(tmp_path / "last.pth")["train_config"]["max_lr"] == 1e-3
+
+
+def test_checkpoint_loads_strictly_from_its_own_config(tmp_path):
+    train.run(fake_data(), tiny_cfg(), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
+    model, ckpt = checkpoint.load_model(tmp_path / "last.pth")
+    assert model.cfg.n_blocks == 1 and set(ckpt) >= {"epoch", "model_state_dict", "optimizer_state_dict",
+                                                     "lr_scheduler", "train_losses", "test_losses", "lrs", "config"}
+    other = MindEyeModel(BrainConfig(**{**ckpt["config"], "n_blocks": 2}))
+    with pytest.raises(RuntimeError, match="mixer_blocks1.1"):
+        other.load_state_dict(ckpt["model_state_dict"], strict=True)
+
+
+def test_nan_loss_names_epoch_and_batch(tmp_path):
+    data = fake_data()
+    data.targets[data.subjects[0].target_index[5]] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, batch \d+"):
+        train.run(data, tiny_cfg(), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
+
+
+def test_multi_subject_pretraining_then_fine_tuning(tmp_path):
+    pre = train.run(fake_data(voxels=(30, 25)), tiny_cfg(voxels=(30, 25)), tiny_tc(num_epochs=2, batch_size=8),
+                    tmp_path / "pre", {"subjects": [1, 2]})
+    pretrained = checkpoint.read(tmp_path / "pre/last.pth")["model_state_dict"]
+    assert pretrained["ridge.linears.1.weight"].shape == (16, 25) and pre["params"]["ridge"] == 16 * 55 + 32
+    model = MindEyeModel(tiny_cfg(voxels=(40,)))
+    train.init_from_pretrained(model, tmp_path / "pre/last.pth")
+    state = model.state_dict()
+    assert torch.equal(state["backbone.backbone_linear.weight"], pretrained["backbone.backbone_linear.weight"])
+    assert torch.equal(state["ridge.linears.0.bias"], pretrained["ridge.linears.0.bias"])   # upstream's quirk
+    assert state["ridge.linears.0.weight"].shape == (16, 40)
+    with pytest.raises(checkpoint.CheckpointMismatch, match="cannot initialise"):
+        train.init_from_pretrained(MindEyeModel(BrainConfig(**{**tiny_cfg().to_dict(), "hidden_dim": 8})),
+                                   tmp_path / "pre/last.pth")
+
+
+def test_gradient_accumulation_reaches_the_same_global_batch(tmp_path):
+    data, cfg = fake_data(), tiny_cfg(drop=0.0, use_prior=False)
+    a = train.run(data, cfg, tiny_tc(num_epochs=1, grad_accum=1, mixup_pct=0), tmp_path / "a", {"subjects": [1]})
+    b = train.run(data, cfg, tiny_tc(num_epochs=1, grad_accum=2, mixup_pct=0), tmp_path / "b", {"subjects": [1]})
+    # same number of optimizer steps; losses differ only through the smaller contrastive batch
+    assert len(checkpoint.read(tmp_path / "a/last.pth")["lrs"]) == len(checkpoint.read(tmp_path / "b/last.pth")["lrs"])
+    assert checkpoint.read(tmp_path / "a/last.pth")["lr_scheduler"]["last_epoch"] == \
+        checkpoint.read(tmp_path / "b/last.pth")["lr_scheduler"]["last_epoch"]
+    assert a["final"]["train_loss_clip"] != b["final"]["train_loss_clip"]
+
+
+def test_fp16_on_cpu_is_refused_clearly(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        train.run(fake_data(), tiny_cfg(), tiny_tc(precision="fp16"), tmp_path, {"subjects": [1]})

@@ -1,0 +1,69 @@
+"""The train stage in the workflow: the demo learns, checkpoints load, a killed job resumes."""
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DEMO, REPO, snakemake
+from fmri_recon import checkpoint
+
+EXPERIMENTS = ("lite_bigG", "seed_vitb32", "residual_bigG")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_demo_experiment_learns_far_above_chance(demo_run, name):
+    rows = list(csv.DictReader(open(demo_run / f"train_logs/{name}/log.csv")))
+    assert len(rows) == 20
+    last = rows[-1]
+    chance = 1 / int(last["val_images"])
+    assert int(last["val_images"]) == 50
+    assert float(last["val_image_to_brain"]) >= 5 * chance, last
+    assert float(last["val_brain_to_image"]) >= 5 * chance, last
+    assert float(last["train_loss_total"]) < float(rows[0]["train_loss_total"])
+
+
+@pytest.mark.e2e
+def test_demo_checkpoint_and_stats(demo_run):
+    model, ckpt = checkpoint.load_model(demo_run / "train_logs/residual_bigG/last.pth")
+    assert model.cfg.backbone == "residual_mlp" and model.cfg.clip_seq_dim == 256 and ckpt["epoch"] == 20
+    assert model.cfg.num_voxels == [600]                               # read from the data
+    stats = json.loads((demo_run / "train_logs/lite_bigG/train_stats.json").read_text())
+    assert stats["params"]["total"] == sum(stats["params"][k] for k in ("ridge", "backbone", "prior"))
+    assert stats["wall_time_s"] > 0 and stats["peak_memory_mb"] > 100 and stats["device"] == "cpu"
+    assert (demo_run / "train_logs/lite_bigG/loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (demo_run / "benchmarks/train/lite_bigG.tsv").exists()
+
+
+@pytest.mark.e2e
+def test_killed_training_job_resumes_from_its_checkpoint(demo_run, tmp_path):
+    work = tmp_path / "run"
+    shutil.copytree(demo_run, work, ignore=shutil.ignore_patterns("train_logs", "logs", "benchmarks"))
+    overrides = {"experiments": {"seed_vitb32": {"num_epochs": 60, "ckpt_interval": 5}}}
+    (work / "overrides.yaml").write_text(json.dumps(overrides))
+    ckpt = work / "train_logs/seed_vitb32/last.pth"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+           "--cores", "2", "train_logs/seed_vitb32/train_stats.json", "--configfile", str(DEMO),
+           str(work / "overrides.yaml")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)                                 # like a preempted SLURM job
+    proc.wait()
+    killed_at = checkpoint.read(ckpt)["epoch"]
+    assert 5 <= killed_at < 60 and not (work / "train_logs/seed_vitb32/train_stats.json").exists()
+    snakemake(work, "train_logs/seed_vitb32/train_stats.json", configs=(DEMO, work / "overrides.yaml"))
+    log = (work / "logs/train/seed_vitb32.log").read_text()
+    assert f"resuming from train_logs/seed_vitb32/last.pth after epoch {killed_at}" in log
+    assert "epoch 1:" not in log                                         # not from scratch
+    done = checkpoint.read(ckpt)
+    assert done["epoch"] == 60 and len(done["history"]) == 60
