@@ -85,7 +85,7 @@ def preprocess(images, image_size: int, zero_one_quirk: bool = True):
     return (x - mean) / std
 
 
-def encode(visual, x, token_norm: str = "pre_ln_post"):
+def encode_tokens(visual, x, token_norm: str = "pre_ln_post"):
     """Patch tokens (B, S, E) of the last block, CLS dropped, before or after ``ln_post``."""
     if token_norm not in TOKEN_NORMS:
         raise ValueError(f"targets.token_norm: {token_norm!r}, expected one of {TOKEN_NORMS}")
@@ -94,38 +94,50 @@ def encode(visual, x, token_norm: str = "pre_ln_post"):
     return out["image_intermediates"][-1]
 
 
+def write_cache(image_ids: np.ndarray, data_dir: str | Path, out_path: str | Path, encode, shape: tuple,
+                attrs: dict, batch_size: int = 32, desc: str = "encoding") -> int:
+    """Encode images by id with ``encode(images (B,3,H,W) float in [0,1]) -> (B, *shape)`` into a
+    cache (the layout in this module's docstring), atomically. Returns the number of images."""
+    import torch
+    from tqdm import tqdm
+
+    ids = np.unique(np.asarray(image_ids, dtype=np.int64))
+    with nsd.atomic_output(out_path) as tmp, h5py.File(tmp, "w") as f, torch.inference_mode():
+        f.create_dataset("image_ids", data=ids)
+        ds = f.create_dataset("tokens", shape=(len(ids), *shape), dtype=np.float16, chunks=(1, *shape))
+        for start in tqdm(range(0, len(ids), batch_size), desc=desc, unit="batch"):
+            tokens = encode(torch.from_numpy(nsd.read_images(data_dir, ids[start:start + batch_size])))
+            ds[start:start + len(tokens)] = tokens.float().cpu().numpy().astype(np.float16)
+        f.attrs.update(attrs)
+    return len(ids)
+
+
 def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path, out_path: str | Path,
                 clip: dict, targets: dict) -> dict:
     """Encode ``image_ids`` (read from the images HDF5 in batches) and write the cache atomically.
 
     ``clip``: the clip_models entry (arch, seq_dim, emb_dim); ``targets``: the targets block.
     """
-    import torch
-    from tqdm import tqdm
-
     device, dtype = resolve_device(targets.get("device", "auto"), targets.get("precision", "auto"))
     visual = load_vision(clip["arch"], weights, device, dtype)
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
-    ids = np.unique(np.asarray(image_ids, dtype=np.int64))
     expected = (clip["seq_dim"], clip["emb_dim"])
+    quirk, norm = bool(targets.get("zero_one_quirk", True)), targets.get("token_norm", "pre_ln_post")
+
+    def encode(images):
+        tokens = encode_tokens(visual, preprocess(images.to(device), size, quirk).to(dtype), norm)
+        if tuple(tokens.shape[1:]) != expected:
+            raise ValueError(f"clip_models: {clip['arch']} gives tokens {tuple(tokens.shape[1:])}, but the "
+                             f"config says seq_dim x emb_dim = {expected}")
+        return tokens
+
+    attrs = {"arch": clip["arch"], "weights": Path(weights).name, "seq_dim": expected[0], "emb_dim": expected[1],
+             "zero_one_quirk": quirk, "token_norm": norm}
     bs = int(targets.get("batch_size", 32))
-    log.info("encoding %d images with %s on %s (%s), batch %d", len(ids), clip["arch"], device, dtype, bs)
-    with nsd.atomic_output(out_path) as tmp, h5py.File(tmp, "w") as f, torch.inference_mode():
-        f.create_dataset("image_ids", data=ids)
-        ds = f.create_dataset("tokens", shape=(len(ids), *expected), dtype=np.float16, chunks=(1, *expected))
-        for start in tqdm(range(0, len(ids), bs), desc=f"CLIP targets {clip['arch']}", unit="batch"):
-            batch = torch.from_numpy(nsd.read_images(data_dir, ids[start:start + bs])).to(device)
-            x = preprocess(batch, size, targets.get("zero_one_quirk", True)).to(dtype)
-            tokens = encode(visual, x, targets.get("token_norm", "pre_ln_post"))
-            if tuple(tokens.shape[1:]) != expected:
-                raise ValueError(f"clip_models: {clip['arch']} gives tokens {tuple(tokens.shape[1:])}, but the "
-                                 f"config says seq_dim x emb_dim = {expected}")
-            ds[start:start + len(batch)] = tokens.float().cpu().numpy().astype(np.float16)
-        attrs = {"arch": clip["arch"], "weights": Path(weights).name, "seq_dim": expected[0],
-                 "emb_dim": expected[1], "zero_one_quirk": bool(targets.get("zero_one_quirk", True)),
-                 "token_norm": targets.get("token_norm", "pre_ln_post")}
-        f.attrs.update(attrs)
-    return {**attrs, "images": int(len(ids))}
+    log.info("encoding %d images with %s on %s (%s), batch %d", len(np.unique(image_ids)), clip["arch"], device,
+             dtype, bs)
+    n = write_cache(image_ids, data_dir, out_path, encode, expected, attrs, bs, f"CLIP targets {clip['arch']}")
+    return {**attrs, "images": n}
 
 
 class TargetCache:

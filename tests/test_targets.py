@@ -50,8 +50,8 @@ def test_random_weights_load_strictly_and_reproducibly(weights, tmp_path):
 def test_tokens_are_taken_before_ln_post(weights):
     visual = ct.load_vision("tiny-ViT-bigG-14", weights, "cpu", torch.float32)
     x = ct.preprocess(torch.rand(2, 3, 224, 224), 224)
-    pre = ct.encode(visual, x, "pre_ln_post")
-    post = ct.encode(visual, x, "post_ln_post")
+    pre = ct.encode_tokens(visual, x, "pre_ln_post")
+    post = ct.encode_tokens(visual, x, "post_ln_post")
     assert pre.shape == (2, 256, 64)
     torch.testing.assert_close(post, visual.ln_post(pre))
     visual.output_tokens = True                      # open_clip's own tokens: after ln_post
@@ -67,7 +67,7 @@ def test_cache_holds_each_image_once_keyed_by_id(weights, images_dir, tmp_path):
     got = cache.get(np.array([9, 2, 9]))
     visual = ct.load_vision("tiny-ViT-bigG-14", weights, "cpu", torch.float32)
     imgs = torch.from_numpy(nsd.read_images(images_dir, np.array([9, 2])))
-    want = ct.encode(visual, ct.preprocess(imgs, 224)).numpy()
+    want = ct.encode_tokens(visual, ct.preprocess(imgs, 224)).numpy()
     np.testing.assert_allclose(got[[0, 1]].astype(np.float32), want, rtol=2e-3, atol=2e-3)
     np.testing.assert_array_equal(got[0], got[2])
     with pytest.raises(KeyError, match=r"no targets for image ids \[7\]"):

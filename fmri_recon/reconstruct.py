@@ -1,0 +1,99 @@
+"""The reconstruct stage: test voxels -> brain model -> prior -> decoder images and captions.
+
+Per test image (sorted 73k id, the order of ``evals/all_images.pt``) the model runs on each
+of its three repeats and the outputs are averaged (spec §1.4, §3.2); the prior then samples
+CLIP tokens from the averaged backbone (DDIM, 20 steps). Tokens of another space than the
+decoder's go through a converter trained on images (fmri_recon.converter), never padding.
+
+Files (``evals/{name}/{name}_*.pt``), n = number of test images:
+
+    all_backbones.pt     (n, S, E) float16   backbone tokens, averaged over repeats
+    all_clipvoxels.pt    (n, S, E) float16   retrieval-head tokens, averaged over repeats
+    all_prior_out.pt     (n, S, E) float16   prior samples (what the decoder is conditioned on)
+    all_recons.pt        (n, 3, 256, 256) float32 in [0, 1]
+    all_predcaptions.pt  numpy array of n str (GIT captions of the predicted features)
+    all_blurryrecons.pt  (n, 3, 256, 256) float32 in [0, 1], only with the blurry branch
+
+Work is done in chunks of test images; finished chunks are kept in a hidden progress folder
+(keyed by the stage's settings) so an interrupted run does not recompute them.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import nsd
+
+log = logging.getLogger(__name__)
+FILES = ("backbones", "clipvoxels", "prior_out", "recons", "predcaptions")
+
+
+def output_paths(out_dir: str | Path, name: str, blurry: bool = False) -> dict[str, Path]:
+    names = FILES + (("blurryrecons",) if blurry else ())
+    return {k: Path(out_dir) / f"{name}_all_{k}.pt" for k in names}
+
+
+@torch.no_grad()
+def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int = 20, seed: int = 42,
+                     batch_size: int = 16, device="cpu") -> dict[str, torch.Tensor]:
+    """backbones, clipvoxels, prior_out (n,S,E) from test voxels (n,3,V): per-repeat outputs averaged."""
+    model = model.to(device).eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = {"backbones": [], "clipvoxels": [], "prior_out": []}
+    for start in range(0, len(test_voxels), batch_size):
+        chunk = test_voxels[start:start + batch_size].float().to(device)
+        reps = [model(chunk[:, r][:, None], 0) for r in range(chunk.shape[1])]
+        backbone = torch.stack([r[0] for r in reps]).mean(0)
+        clip_voxels = torch.stack([r[1] if r[1] is not None else r[0] for r in reps]).mean(0)
+        if model.diffusion_prior is not None:
+            prior = model.diffusion_prior.p_sample_loop(backbone.shape, backbone, timesteps=prior_steps, generator=gen)
+        else:
+            prior = backbone     # no prior: the backbone's tokens are the prediction
+        for k, v in zip(out, (backbone, clip_voxels, prior)):
+            out[k].append(v.float().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def settings_key(settings: dict) -> str:
+    """A short fingerprint of what the outputs depend on (names the progress folder)."""
+    import json
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def chunked(n: int, chunk: int, progress_dir: Path, work) -> list:
+    """Run ``work(start, stop)`` per chunk, keeping each finished chunk's result on disk."""
+    progress_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for start in range(0, n, chunk):
+        path = progress_dir / f"{start:06d}.pt"
+        if path.exists():
+            results.append(torch.load(path, weights_only=False))
+            log.info("images %d-%d: already done", start, min(start + chunk, n) - 1)
+            continue
+        result = work(start, min(start + chunk, n))
+        with nsd.atomic_output(path) as tmp:
+            torch.save(result, tmp)
+        results.append(result)
+    return results
+
+
+def save_outputs(paths: dict[str, Path], arrays: dict) -> None:
+    """Write every file atomically, in upstream's dtypes (tokens fp16, images fp32, captions str)."""
+    for key, path in paths.items():
+        value = arrays[key]
+        if key in ("backbones", "clipvoxels", "prior_out"):
+            value = value.half()
+        elif key == "predcaptions":
+            value = np.array(value, dtype=str)
+        with nsd.atomic_output(path) as tmp:
+            torch.save(value, tmp)
+
+
+def finish(progress_dir: Path) -> None:
+    shutil.rmtree(progress_dir, ignore_errors=True)
