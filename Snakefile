@@ -11,8 +11,7 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-# Jobs import the package from this checkout, whether or not it is pip-installed.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+# The Snakefile (and each script, by its own first lines) use this checkout's fmri_recon.
 sys.path.insert(0, workflow.basedir)
 
 from fmri_recon.configuration import problems

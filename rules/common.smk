@@ -50,7 +50,48 @@ def needed_files(subjects=None):
     for s, n in subject_sessions().items():
         if subjects is None or s in subjects:
             files.update(nsd.required_files(s, n, config["new_test"]))
+    if subjects is None and DECODER["weights"].startswith("data:"):
+        files.add(DECODER["weights"][len("data:"):])
     return sorted(files)
+
+
+# --------------------------------------------------------------------------- decoding stages
+DECODER = config.get("decoder", {})
+UPPER = "upper_bound_"
+
+
+def recon_names():
+    """What the decoding stages run on: every experiment, and per CLIP space an upper bound
+    (the decoder fed the ground-truth targets of the test images instead of predictions)."""
+    return list(config["experiments"]) + [UPPER + c for c in used_clip_models()]
+
+
+def recon_clip(name):
+    return name[len(UPPER):] if name.startswith(UPPER) else experiment(name)["clip_target"]
+
+
+def weights_dir(spec, kind):
+    """Folder of a diffusers/transformers model: random, hub snapshot, or converted checkpoint."""
+    if spec == "random":
+        return f"{WEIGHTS}/random/{kind}"
+    if spec.startswith("hf://"):
+        return f"{WEIGHTS}/snapshots/{spec[len('hf://'):]}"
+    if spec.startswith("data:"):
+        return f"{WEIGHTS}/converted/{kind}"
+    return spec[len("file:"):]                      # a single-file checkpoint the user provides
+
+
+def converters(name):
+    """Converter files the decoding of `name` needs: into the decoder's space and GIT's."""
+    clip = recon_clip(name)
+    out = {"to_git": f"cache/converters/{clip}_to_git.pt"}
+    if clip != DECODER["clip"]:
+        out["to_decoder"] = f"cache/converters/{clip}_to_{DECODER['clip']}.pt"
+    return out
+
+
+def evals_file(name, kind):
+    return f"evals/{name}/{name}_all_{kind}.pt"
 
 
 def subject_summary(subject=SUBJECT):
@@ -73,6 +114,32 @@ def clip_weights(clip):
     return f"{WEIGHTS}/hub/{spec[len('hf://'):]}"
 
 
+# --------------------------------------------------------------------------- input functions
+def train_inputs(w):
+    exp = experiment(w.experiment)
+    inputs = {
+        "targets": targets_path(exp["clip_target"]),
+        "summaries": [subject_summary(s) for s in exp["subjects"]],
+        "data": [data_path(f) for f in needed_files(exp["subjects"])],
+    }
+    if exp.get("init_from"):
+        inputs["init"] = train_stats(exp["init_from"])
+    return inputs
+
+
+def reconstruct_inputs(w):
+    inputs = {
+        "decoder": weights_dir(DECODER["weights"], "unclip"),
+        "git": weights_dir(config["captions"]["weights"], "git"),
+        "targets": targets_path(recon_clip(w.name)),
+        "summary": subject_summary(),
+        **converters(w.name),
+    }
+    if not w.name.startswith(UPPER):
+        inputs["train"] = train_stats(w.name)
+    return inputs
+
+
 def _check_config():
     """Checks the schema cannot express; each names the key at fault."""
     for name in config["experiments"]:
@@ -83,6 +150,11 @@ def _check_config():
         init = exp.get("init_from")
         if init is not None and (init not in config["experiments"] or init == name):
             raise WorkflowError(f"config: experiments.{name}.init_from = {init!r} is not another experiment")
+    if DECODER["clip"] not in config["clip_models"]:
+        raise WorkflowError(f"config: decoder.clip = {DECODER['clip']!r} is not a key of clip_models")
+    if config["dataset"] == "synthetic" and DECODER["weights"].startswith("data:"):
+        raise WorkflowError("config: dataset = synthetic needs decoder.weights = random (the synthetic "
+                            "dataset has no unCLIP checkpoint)")
     if config["dataset"] == "synthetic":
         syn = config["synthetic"]
         for s, n in subject_sessions().items():

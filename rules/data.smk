@@ -39,7 +39,7 @@ elif config["download"]:
             verify=HUB.get("verify", True),
             repo_type="dataset",
             filename="{hubfile}",
-            local_dir=DATA,
+            local_dir=lambda w, output: output[0][: -len(w.hubfile) - 1],
         log:
             "logs/download/{hubfile}.log",
         benchmark:

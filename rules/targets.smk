@@ -13,7 +13,7 @@ rule targets:
     params:
         clip=lambda w: as_param(config["clip_models"][w.clip]),
         targets=as_param(config.get("targets", {})),
-        data_dir=DATA,
+        data_dir=lambda w, input: os.path.dirname(input.images),
         runs=lambda w: sorted(subject_sessions(w.clip).items()),   # [(subject, sessions), ...]
         new_test=config["new_test"],
     log:

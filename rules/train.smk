@@ -8,18 +8,6 @@
 # settings is never resumed (its saved config is compared), the run starts over instead.
 
 
-def train_inputs(w):
-    exp = experiment(w.experiment)
-    inputs = {
-        "targets": targets_path(exp["clip_target"]),
-        "summaries": [subject_summary(s) for s in exp["subjects"]],
-        "data": [data_path(f) for f in needed_files(exp["subjects"])],
-    }
-    if exp.get("init_from"):
-        inputs["init"] = train_stats(exp["init_from"])
-    return inputs
-
-
 rule train:
     input:
         unpack(train_inputs),
@@ -32,7 +20,7 @@ rule train:
         device=lambda w: experiment(w.experiment).get("device", "auto"),
         wandb=lambda w: experiment(w.experiment).get("wandb", False),
         data_dir=DATA,
-        out_dir="train_logs/{experiment}",
+        out_dir=lambda w, output: os.path.dirname(output.stats),
     log:
         "logs/train/{experiment}.log",
     benchmark:

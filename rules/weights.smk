@@ -50,3 +50,74 @@ rule random_clip:
         f"{ENVS}/targets.yaml"
     script:
         "../scripts/random_clip.py"
+
+
+# Whole hub repositories (GIT, SD-XL) as diffusers/transformers folders.
+localrules:
+    snapshot_weights,
+
+
+rule snapshot_weights:
+    output:
+        directory(f"{WEIGHTS}/snapshots/{{org}}/{{repo}}"),
+    wildcard_constraints:
+        org="[^/]+",
+        repo="[^/]+",
+    params:
+        repo_id="{org}/{repo}",
+    log:
+        "logs/snapshot_weights/{org}/{repo}.log",
+    benchmark:
+        "benchmarks/snapshot_weights/{org}/{repo}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=360,
+    threads: 1
+    conda:
+        f"{ENVS}/data.yaml"
+    script:
+        "../scripts/snapshot_weights.py"
+
+
+# MindEye2's sgm unCLIP checkpoint, converted once to a diffusers folder.
+rule convert_unclip:
+    input:
+        lambda w: data_path(DECODER["weights"][len("data:"):]),
+    output:
+        directory(f"{WEIGHTS}/converted/unclip"),
+    log:
+        "logs/convert_unclip.log",
+    benchmark:
+        "benchmarks/convert_unclip.tsv"
+    resources:
+        mem_mb=40000,
+        runtime=60,
+    threads: 2
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    script:
+        "../scripts/convert_unclip.py"
+
+
+# Tiny randomly initialised models of the same classes, saved in the same formats (demo, tests).
+rule random_model:
+    output:
+        directory(f"{WEIGHTS}/random/{{kind}}"),
+    wildcard_constraints:
+        kind="unclip|git|sdxl",
+    params:
+        context_dim=config["clip_models"][DECODER["clip"]]["emb_dim"],
+        seq_len=config["clip_models"][DECODER["clip"]]["seq_dim"],
+        seed=0,
+    log:
+        "logs/random_model/{kind}.log",
+    benchmark:
+        "benchmarks/random_model/{kind}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    threads: 1
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    script:
+        "../scripts/random_model.py"

@@ -1,4 +1,7 @@
 """Rule check_data: read and cross-check every file of the run; record what the data are."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 from fmri_recon import nsd, runlog
 
 log = runlog.setup(snakemake.log[0])

@@ -1,4 +1,7 @@
 """Rules download / download_weights: one hub file, resumable, verified (see fmri_recon.hub)."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import logging
 from pathlib import Path
 

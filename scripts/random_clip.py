@@ -1,4 +1,7 @@
 """Rule random_clip: a randomly initialised open_clip model, saved like a hub checkpoint."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 from fmri_recon import clip_targets, runlog
 
 log = runlog.setup(snakemake.log[0])

@@ -1,4 +1,7 @@
 """Rule synthesize: write the synthetic dataset in the pscotti/mindeyev2 layout."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import json
 
 from fmri_recon import runlog, synthetic

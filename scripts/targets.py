@@ -1,4 +1,7 @@
 """Rule targets: encode every image of the run once with the configured CLIP model."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import json
 
 import numpy as np

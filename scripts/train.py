@@ -1,4 +1,7 @@
 """Rule train: train (or resume) one experiment's brain model and diffusion prior."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import json
 from pathlib import Path
 

@@ -1,0 +1,90 @@
+# Reconstruct: per experiment (and per CLIP space an "upper bound" fed ground-truth targets),
+# test voxels -> brain model -> prior -> unCLIP decoder images + GIT captions -> evals/{name}/.
+
+
+# GIT's own visual features of every image, to train converters into GIT's space.
+rule git_features:
+    input:
+        summaries=[subject_summary(s) for s in subject_sessions()],
+        tars=[data_path(f) for f in needed_files() if f.endswith(".tar")],
+        images=data_path(nsd.IMAGES_FILE),
+        git=weights_dir(config["captions"]["weights"], "git"),
+    output:
+        "cache/git_features.hdf5",
+    params:
+        runs=sorted(subject_sessions().items()),
+        data_dir=DATA,
+        new_test=config["new_test"],
+        device=DECODER.get("device", "auto"),
+    log:
+        "logs/git_features.log",
+    benchmark:
+        "benchmarks/git_features.tsv"
+    resources:
+        mem_mb=DECODER.get("mem_mb", 32000),
+        runtime=DECODER.get("runtime", 240),
+        gpu=1,
+    threads: 2
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    script:
+        "../scripts/git_features.py"
+
+
+# A converter between two embedding spaces of the same images, trained on images only;
+# its quality on the held-out test images goes into the .json beside it.
+rule converter:
+    input:
+        source=lambda w: targets_path(w.src),
+        target=lambda w: "cache/git_features.hdf5" if w.dst == "git" else targets_path(w.dst),
+        summary=subject_summary(),
+    output:
+        model="cache/converters/{src}_to_{dst}.pt",
+        report="cache/converters/{src}_to_{dst}.json",
+    params:
+        settings=as_param(config["converter"]),
+        data_dir=DATA,
+        subject=SUBJECT,
+        num_sessions=config["num_sessions"],
+        new_test=config["new_test"],
+    log:
+        "logs/converter/{src}_to_{dst}.log",
+    benchmark:
+        "benchmarks/converter/{src}_to_{dst}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    threads: 2
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    script:
+        "../scripts/converter.py"
+
+
+rule reconstruct:
+    input:
+        unpack(reconstruct_inputs),
+    output:
+        **{k: evals_file("{name}", k) for k in ("recons", "clipvoxels", "predcaptions", "prior_out", "backbones")},
+    params:
+        decoder=as_param({k: v for k, v in DECODER.items() if k not in ("mem_mb", "runtime", "device")}),
+        captions=as_param(config["captions"]),
+        device=DECODER.get("device", "auto"),
+        data_dir=DATA,
+        subject=SUBJECT,
+        num_sessions=config["num_sessions"],
+        new_test=config["new_test"],
+        out_dir=lambda w, output: os.path.dirname(output.recons),
+    log:
+        "logs/reconstruct/{name}.log",
+    benchmark:
+        "benchmarks/reconstruct/{name}.tsv"
+    resources:
+        mem_mb=DECODER.get("mem_mb", 32000),
+        runtime=DECODER.get("runtime", 240),
+        gpu=1,
+    threads: 2
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    script:
+        "../scripts/reconstruct.py"
