@@ -64,7 +64,8 @@ def test_missing_files_with_download_false_are_listed(tmp_path):
 def foreign_config(data):
     return {"download": False, "data_dir": str(data), "subject": foreign_dataset.SUBJECT,
             "num_sessions": foreign_dataset.SESSIONS, "weights_dir": "weights", "clip_models": TINY_CLIP,
-            "targets": {"device": "cpu"}}
+            "targets": {"device": "cpu"}, "decoder": {"weights": "random", "device": "cpu"},
+            "captions": {"weights": "random"}, "refine": {"base": "random", "device": "cpu"}}
 
 
 def test_foreign_dataset_runs_to_its_targets_without_code_change(tmp_path):
