@@ -61,6 +61,9 @@ def test_missing_files_with_download_false_are_listed(tmp_path):
     assert "wds/subj05/train/0.tar" not in said.split("missing under data_dir")[1]
 
 
+TARGETS = ("cache/clip_targets/bigG.hdf5", "cache/clip_targets/vitb32.hdf5")
+
+
 def foreign_config(data):
     return {"download": False, "data_dir": str(data), "subject": foreign_dataset.SUBJECT,
             "num_sessions": foreign_dataset.SESSIONS, "weights_dir": "weights", "clip_models": TINY_CLIP,
@@ -71,7 +74,7 @@ def foreign_config(data):
 def test_foreign_dataset_runs_to_its_targets_without_code_change(tmp_path):
     data = tmp_path / "nsd"
     truth = foreign_dataset.write(data)
-    snakemake(tmp_path, "all", configs=(REPO / "config.yaml",), overrides=foreign_config(data))
+    snakemake(tmp_path, *TARGETS, configs=(REPO / "config.yaml",), overrides=foreign_config(data))
     summary = json.loads((tmp_path / "cache/data/subj05.json").read_text())
     assert summary["num_voxels"] == foreign_dataset.VOXELS and summary["test_repeat_counts"] == {"1": 1, "2": 5}
     used = np.union1d(truth["behav"][:, 0], truth["test_ids"]).astype(int)
@@ -83,7 +86,7 @@ def test_foreign_dataset_runs_to_its_targets_without_code_change(tmp_path):
 def test_bad_file_fails_its_job_clearly_and_keeps_finished_work(tmp_path):
     data = tmp_path / "nsd"
     foreign_dataset.write(data, betas_name="data")
-    result = snakemake(tmp_path, "all", "--keep-going", configs=(REPO / "config.yaml",),
+    result = snakemake(tmp_path, *TARGETS, "--keep-going", configs=(REPO / "config.yaml",),
                        overrides=foreign_config(data), check=False)
     assert result.returncode != 0
     log = (tmp_path / "logs/check_data.log").read_text()
@@ -94,7 +97,7 @@ def test_bad_file_fails_its_job_clearly_and_keeps_finished_work(tmp_path):
     stamp = [w.stat().st_mtime_ns for w in weights]
     with h5py.File(data / "betas_all_subj05_fp32_renorm.hdf5", "a") as f:        # the user fixes the file
         f.move("data", "betas")
-    rerun = snakemake(tmp_path, "all", configs=(REPO / "config.yaml",), overrides=foreign_config(data))
+    rerun = snakemake(tmp_path, *TARGETS, configs=(REPO / "config.yaml",), overrides=foreign_config(data))
     assert "random_clip" not in rerun.stderr.split("Job stats:")[1].split("Reasons")[0]
     assert [w.stat().st_mtime_ns for w in weights] == stamp
     assert (tmp_path / "cache/clip_targets/bigG.hdf5").exists()
