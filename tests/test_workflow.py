@@ -89,7 +89,7 @@ def test_bad_file_fails_its_job_clearly_and_keeps_finished_work(tmp_path):
     result = snakemake(tmp_path, *TARGETS, "--keep-going", configs=(REPO / "config.yaml",),
                        overrides=foreign_config(data), check=False)
     assert result.returncode != 0
-    log = (tmp_path / "logs/check_data.log").read_text()
+    log = (tmp_path / "logs/check_data/subj05.log").read_text()
     assert "betas_all_subj05_fp32_renorm.hdf5: no HDF5 dataset 'betas' (found ['data'])" in log
     assert not (tmp_path / "cache/data").exists() or not list((tmp_path / "cache/data").iterdir())
     weights = sorted((tmp_path / "weights/random/open_clip").iterdir())
@@ -113,8 +113,8 @@ def test_demo_builds_data_and_targets(demo_run):
         assert cache.image_ids.tolist() == split.all_images().tolist() and cache.shape == shape
         tokens = cache.get(split.test_images).astype(np.float32)
         assert np.isfinite(tokens).all() and tokens.std() > 0.1
-    for rule in ("synthesize", "check_data"):
-        assert (demo_run / f"benchmarks/{rule}.tsv").exists() and (demo_run / f"logs/{rule}.log").exists()
+    for job in ("synthesize", "check_data/subj01", "targets/bigG"):
+        assert (demo_run / f"benchmarks/{job}.tsv").exists() and (demo_run / f"logs/{job}.log").exists()
 
 
 @pytest.mark.e2e
