@@ -15,6 +15,12 @@ HUB = config.get("hub", {})
 ENVS = os.path.join(workflow.basedir, "envs")
 
 
+def code(*modules):
+    """Package modules a stage runs, as inputs: editing one reruns the stages that use it
+    (Snakemake compares modification times; an untouched module never triggers a rerun)."""
+    return [os.path.join(workflow.basedir, "fmri_recon", m) for m in modules]
+
+
 def data_path(rel):
     return os.path.join(DATA, rel)
 

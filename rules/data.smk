@@ -4,6 +4,8 @@
 if config["dataset"] == "synthetic":
 
     rule synthesize:
+        input:
+            code=code("nsd.py", "synthetic.py"),
         output:
             [data_path(f) for f in synthetic.files(synthetic.SyntheticConfig(**config["synthetic"]))],
         params:
@@ -58,7 +60,8 @@ elif config["download"]:
 # data are (voxel count, trials, test repeats) for the stages after it.
 rule check_data:
     input:
-        lambda w: [data_path(f) for f in needed_files([int(w.subject)])],
+        code=code("nsd.py"),
+        data=lambda w: [data_path(f) for f in needed_files([int(w.subject)])],
     output:
         "cache/data/subj{subject}.json",
     wildcard_constraints:

@@ -35,6 +35,7 @@ rule git_features:
 # its quality on the held-out test images goes into the .json beside it.
 rule converter:
     input:
+        code=code("converter.py"),
         source=lambda w: targets_path(w.src),
         target=lambda w: "cache/git_features.hdf5" if w.dst == "git" else targets_path(w.dst),
         summary=subject_summary(),

@@ -4,6 +4,7 @@
 
 rule targets:
     input:
+        code=code("nsd.py", "clip_targets.py"),
         summaries=lambda w: [subject_summary(s) for s in subject_sessions(w.clip)],
         tars=lambda w: [data_path(f) for f in needed_files(subject_sessions(w.clip)) if f.endswith(".tar")],
         images=data_path(nsd.IMAGES_FILE),

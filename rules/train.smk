@@ -11,6 +11,8 @@
 rule train:
     input:
         unpack(train_inputs),
+        code=code("nsd.py", "clip_targets.py", "train_data.py", "train.py", "losses.py", "checkpoint.py",
+                  "models/brain.py", "models/prior.py"),
     output:
         stats=train_stats("{experiment}"),
         log_csv="train_logs/{experiment}/log.csv",

@@ -1,0 +1,151 @@
+"""Figures of the evaluation: a reconstruction grid and a bar chart of the metrics table.
+
+Both draw with matplotlib's Agg backend (no display needed), at a fixed pixel size (no
+"tight" bounding box, so tests and READMEs can rely on it), and write atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BAR_METRICS", "grid_png", "grid_size", "metrics_bar_chart"]
+
+CELL_PX = 128        # one image in the grid
+CAPTION_PX = 256     # width of the caption column
+HEADER_PX = 24       # column titles
+DPI = 100
+
+# Metrics of the bar chart, with their chance level (None: no meaningful chance line).
+# Retrieval chance depends on the draw size and is read from the table.
+BAR_METRICS = {
+    "pixcorr": 0.0, "ssim": None, "alexnet2": 0.5, "alexnet5": 0.5, "inception": 0.5, "clip": 0.5,
+    "efficientnet": None, "swav": None, "image_to_brain": "draw", "brain_to_image": "draw",
+}
+BAR_LABELS = {
+    "pixcorr": "PixCorr", "ssim": "SSIM", "alexnet2": "Alex(2)", "alexnet5": "Alex(5)", "inception": "Incep",
+    "clip": "CLIP", "efficientnet": "Eff ↓", "swav": "SwAV ↓", "image_to_brain": "Image retr.",
+    "brain_to_image": "Brain retr.",
+}
+_STAGE_PREFERENCE = ("enhanced", "recon", "blurry")
+
+
+def _figure(width_px: int, height_px: int):
+    # A bare Figure on the Agg canvas: no pyplot, so no global backend or figure registry.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    from .nsd import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)   # the temporary name has no .png suffix
+    return Path(path)
+
+
+def _to_hwc(img: Any):
+    import numpy as np
+    import torch
+
+    x = torch.as_tensor(img).detach().float().cpu().clamp(0, 1)
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"grid_png: expected images (N, 3, H, W), got an image of shape {tuple(x.shape)}")
+    return np.ascontiguousarray(x.permute(1, 2, 0).numpy())
+
+
+def grid_size(n: int, with_enhanced: bool = True, with_captions: bool = True) -> tuple[int, int]:
+    """Pixel size ``(width, height)`` of :func:`grid_png` for ``n`` rows."""
+    cols = 3 if with_enhanced else 2
+    return cols * CELL_PX + (CAPTION_PX if with_captions else 0), n * CELL_PX + HEADER_PX
+
+
+def grid_png(gt: Any, recon: Any, enhanced: Any | None, captions: Sequence[str] | None,
+             path: str | Path, n: int = 8) -> Path:
+    """A grid of the first ``n`` test images: ground truth | recon | enhanced | caption.
+
+    Images are ``(N, 3, H, W)`` in [0, 1] (``enhanced`` may be None); ``captions`` are the
+    captions predicted from the brain (or None).  Size: :func:`grid_size`.
+    """
+    n = min(int(n), len(gt), len(recon), *([len(enhanced)] if enhanced is not None else []))
+    if n < 1:
+        raise ValueError("grid_png: no images to draw")
+    columns = [("ground truth", gt), ("recon", recon)] + ([("enhanced", enhanced)] if enhanced is not None else [])
+    width, height = grid_size(n, enhanced is not None, captions is not None)
+    fig = _figure(width, height)
+    for j, (title, images) in enumerate(columns):
+        fig.text((j + 0.5) * CELL_PX / width, 1 - HEADER_PX / 2 / height, title,
+                 ha="center", va="center", fontsize=9)
+        for i in range(n):
+            # add_axes takes [left, bottom, width, height] as fractions of the figure.
+            ax = fig.add_axes([j * CELL_PX / width, 1 - (HEADER_PX + (i + 1) * CELL_PX) / height,
+                               CELL_PX / width, CELL_PX / height])
+            ax.imshow(_to_hwc(images[i]), interpolation="bilinear")
+            ax.set_axis_off()
+    if captions is not None:
+        left = len(columns) * CELL_PX / width
+        fig.text(left + 0.5 * CAPTION_PX / width, 1 - HEADER_PX / 2 / height, "predicted caption",
+                 ha="center", va="center", fontsize=9)
+        for i in range(n):
+            text = textwrap.fill(str(captions[i]) if i < len(captions) else "", width=34)
+            fig.text(left + 8 / width, 1 - (HEADER_PX + (i + 0.5) * CELL_PX) / height, text,
+                     ha="left", va="center", fontsize=8, wrap=False)
+    return _save(fig, path)
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def metrics_bar_chart(table_csv: str | Path, path: str | Path, size_px: tuple[int, int] = (1000, 450)) -> Path:
+    """Grouped bars of the main metrics (:data:`BAR_METRICS`), one bar per experiment.
+
+    Each experiment is shown at its most refined stage present (enhanced, else recon, else
+    blurry).  Dashed lines mark chance where it is defined (0.5 for two-way identification,
+    0 for PixCorr, 1/draw size for retrieval).  Missing values leave a gap.
+    """
+    import numpy as np
+
+    from .tables import read_table
+
+    rows = read_table(table_csv)
+    chosen: dict[str, dict[str, str]] = {}
+    for stage in _STAGE_PREFERENCE:
+        for row in rows:
+            if row["stage"] == stage and row["experiment"] not in chosen:
+                chosen[row["experiment"]] = row
+    fig = _figure(*size_px)
+    ax = fig.add_axes([0.07, 0.16, 0.72, 0.74])
+    metrics = list(BAR_METRICS)
+    x = np.arange(len(metrics))
+    width = 0.8 / max(len(chosen), 1)
+    for k, (name, row) in enumerate(chosen.items()):
+        values = [_float(row.get(m)) for m in metrics]
+        ax.bar(x - 0.4 + (k + 0.5) * width, values, width, label=f"{name} ({row['stage']})")
+    for i, m in enumerate(metrics):
+        chance = BAR_METRICS[m]
+        if chance == "draw":
+            sizes = [_float(r.get("retrieval_draw_size")) for r in chosen.values()]
+            sizes = [s for s in sizes if s > 0]
+            chance = 1 / min(sizes) if sizes else None
+        if chance is not None:
+            ax.hlines(chance, i - 0.45, i + 0.45, colors="black", linestyles="dashed", linewidth=1)
+    ax.set_xticks(x, [BAR_LABELS[m] for m in metrics], rotation=30, ha="right")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), max(1.0, ax.get_ylim()[1]))
+    ax.set_ylabel("score (fraction)")
+    ax.set_title("Reconstruction metrics per experiment (dashed: chance)")
+    if chosen:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no experiments in the table", transform=ax.transAxes, ha="center")
+    return _save(fig, path)
