@@ -19,7 +19,7 @@ How the numbers here match HF ``evaluate`` (its ``metrics/meteor`` and ``metrics
   the same Treebank tokenizer ``word_tokenize`` uses.  Both give identical tokens on
   one-sentence captions (what COCO and GIT produce); they can differ on abbreviations inside a
   multi-sentence text ("Mr. Smith"), which the untrained Punkt splits.  WordNet (for synonym
-  matches) comes from an offline folder built by ``.ci/install-wordnet.sh``.
+  matches) comes from an offline folder built by ``tools/install-wordnet.sh``.
 * ROUGE: ``evaluate`` uses Google's ``rouge-score`` package (``RougeScorer(use_stemmer=False)``,
   its default tokeniser) and by default returns the *median of 1000 bootstrap resamples of the
   mean* F-measure (``BootstrapAggregator().aggregate()[key].mid.fmeasure``), which is random
@@ -60,7 +60,7 @@ __all__ = [
 # Output keys of caption_metrics, in the column order of the tables.
 CAPTION_KEYS = ("meteor", "rouge1", "rougeL", "sentence", "clip_text")
 
-# The folder .ci/install-wordnet.sh fills by default (git-ignored, inside the repository).
+# The folder tools/install-wordnet.sh fills by default (git-ignored, inside the repository).
 NLTK_DATA_DIR = Path(__file__).resolve().parents[2] / ".nltk_data"
 
 # evaluate's METEOR defaults (nltk's too).
