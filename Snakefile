@@ -1,6 +1,7 @@
 # fmri-reconstruction: NSD fMRI -> CLIP targets -> brain model -> reconstructions -> metric tables.
 # Layout: rules/*.smk one file per stage, scripts/*.py thin entry points, fmri_recon/ the logic.
 import os
+import re
 import sys
 
 from snakemake.utils import min_version, validate
@@ -23,14 +24,26 @@ validate(config, SCHEMA)  # fills in the schema's defaults
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    name="|".join(map(re.escape, recon_names())),
+    experiment="|".join(map(re.escape, config["experiments"])),
+
+
 include: "rules/data.smk"
 include: "rules/weights.smk"
 include: "rules/targets.smk"
 include: "rules/train.smk"
+include: "rules/reconstruct.smk"
+include: "rules/refine.smk"
+include: "rules/evaluate.smk"
 
 
+report: "report/workflow.rst"
+
+
+# The main target: every experiment trained, reconstructed, refined and scored side by side.
 rule all:
     input:
-        [subject_summary(s) for s in subject_sessions()],
-        [targets_path(c) for c in used_clip_models()],
-        [train_stats(e) for e in config["experiments"]],
+        "tables/metrics.csv",

@@ -35,6 +35,7 @@ EVAL_IMAGES = "evals/all_images.pt"
 EVAL_CAPTIONS = "evals/all_captions.pt"
 EVAL_GIT_CAPTIONS = "evals/all_git_generated_captions.pt"
 EVAL_FILES = (EVAL_IMAGES, EVAL_CAPTIONS, EVAL_GIT_CAPTIONS)
+MASKS_FILE = "brain_region_masks.hdf5"   # voxel masks per subject (brain correlation)
 
 
 class DataError(ValueError):
@@ -66,7 +67,8 @@ def required_files(subject: int, num_sessions: int, new_test: bool = True) -> li
     ]
 
 
-def _need(path: Path) -> Path:
+def _need(path: str | Path) -> Path:
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the pscotti/mindeyev2 layout under the data directory)")
     return path

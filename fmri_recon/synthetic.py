@@ -63,7 +63,7 @@ class SyntheticConfig:
 
 def files(cfg: SyntheticConfig) -> list[str]:
     """Every file ``write_dataset`` creates, relative to the data directory."""
-    out = [nsd.IMAGES_FILE, *nsd.EVAL_FILES]
+    out = [nsd.IMAGES_FILE, *nsd.EVAL_FILES, nsd.MASKS_FILE]
     for s in cfg.subjects:
         out += [nsd.betas_file(s), nsd.test_tar(s, True), nsd.test_tar(s, False)]
         out += [nsd.train_tar(s, k) for k in range(cfg.num_sessions)]
@@ -131,7 +131,8 @@ def schedule(cfg: SyntheticConfig, test_ids: np.ndarray, train_ids: np.ndarray, 
     total = cfg.num_sessions * cfg.trials_per_session
     n_few = int(round(cfg.fewer_repeats * len(test_ids)))
     reps = np.full(len(test_ids), 3)
-    reps[rng.permutation(len(test_ids))[:n_few]] = rng.integers(1, 3, size=n_few)   # 1 or 2 repeats
+    few = rng.permutation(len(test_ids))[:n_few]
+    reps[few[: n_few // 2]], reps[few[n_few // 2:]] = 1, 2          # half seen once, half twice
     test_trials = np.repeat(test_ids, reps)
     n_train = total - len(test_trials)
     if n_train <= 0 or n_train > 3 * len(train_ids):
@@ -234,6 +235,9 @@ def write_dataset(cfg: SyntheticConfig, data_dir: str | Path) -> dict:
         nsd.write_tar(data_dir / nsd.test_tar(subject, True), _take(arrays, is_test))
         old = is_test & (session < max(cfg.num_sessions - 1, 1))          # before the last session
         nsd.write_tar(data_dir / nsd.test_tar(subject, False), _take(arrays, old))
+    from .metrics.brain import write_synthetic_masks
+
+    write_synthetic_masks(data_dir / nsd.MASKS_FILE, cfg.subjects, cfg.num_voxels)
     return {"images": cfg.num_images, "test_images": int(len(test_ids)), "subjects": list(cfg.subjects)}
 
 

@@ -241,6 +241,10 @@ def resume_state(path: Path, brain_cfg: BrainConfig, tc: TrainConfig, data_desc:
     except checkpoint.CheckpointMismatch as e:
         log.warning("%s; training from scratch", e)
         return None
+    if ckpt["epoch"] >= tc.num_epochs:
+        # Snakemake reruns a finished training only when its code or inputs changed: start over.
+        log.info("%s is a finished run; training again from scratch", path)
+        return None
     log.info("resuming from %s after epoch %d", path, ckpt["epoch"])
     return ckpt
 

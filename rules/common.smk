@@ -56,8 +56,11 @@ def needed_files(subjects=None):
     for s, n in subject_sessions().items():
         if subjects is None or s in subjects:
             files.update(nsd.required_files(s, n, config["new_test"]))
-    if subjects is None and DECODER["weights"].startswith("data:"):
-        files.add(DECODER["weights"][len("data:"):])
+    if subjects is None:     # model and mask files of the dataset repo the later stages read
+        ev = config.get("evaluate", {})
+        files.add(ev.get("masks", nsd.MASKS_FILE))
+        files.update(spec[len("data:"):] for spec in (DECODER["weights"], ev.get("gnet", "random"))
+                     if spec.startswith("data:"))
     return sorted(files)
 
 
@@ -143,6 +146,30 @@ def reconstruct_inputs(w):
     }
     if not w.name.startswith(UPPER):
         inputs["train"] = train_stats(w.name)
+    return inputs
+
+
+
+def evaluate_inputs(w):
+    ev, name = config.get("evaluate", {}), w.name
+    inputs = {
+        "recons": evals_file(name, "recons"),
+        "gt_images": data_path(nsd.EVAL_IMAGES),
+        "coco": data_path(nsd.EVAL_CAPTIONS),
+        "git_captions": data_path(nsd.EVAL_GIT_CAPTIONS),
+        "targets": targets_path(recon_clip(name)),
+        "masks": data_path(ev.get("masks", nsd.MASKS_FILE)),
+        "summary": subject_summary(),
+    }
+    if not name.startswith(UPPER):
+        inputs.update(enhanced=evals_file(name, "enhancedrecons"), clipvoxels=evals_file(name, "clipvoxels"),
+                      predcaptions=evals_file(name, "predcaptions"), train=train_stats(name))
+    if ev.get("nets", "pretrained") == "pretrained":
+        inputs["nets"] = [f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")]
+    if ev.get("clip_weights", "random") != "random":
+        inputs["clip_weights"] = f"{WEIGHTS}/hub/{ev['clip_weights'][len('hf://'):]}"
+    if ev.get("gnet", "random").startswith("data:"):
+        inputs["gnet"] = data_path(ev["gnet"][len("data:"):])
     return inputs
 
 

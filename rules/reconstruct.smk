@@ -13,7 +13,7 @@ rule git_features:
         "cache/git_features.hdf5",
     params:
         runs=sorted(subject_sessions().items()),
-        data_dir=DATA,
+        data_dir=lambda w, input: os.path.dirname(input.images),
         new_test=config["new_test"],
         device=DECODER.get("device", "auto"),
     log:

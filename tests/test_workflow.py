@@ -24,7 +24,8 @@ def test_real_config_downloads_exactly_what_it_needs(tmp_path):
     expected = ["betas_all_subj01_fp32_renorm.hdf5", "coco_images_224_float16.hdf5", "evals/all_captions.pt",
                 "evals/all_git_generated_captions.pt", "evals/all_images.pt", "wds/subj01/new_test/0.tar",
                 "wds/subj01/train/0.tar"]
-    assert one == sorted(f"data/mindeyev2/{f}" for f in expected)
+    models = ["brain_region_masks.hdf5", "gnet_multisubject.pt", "unclip6_epoch0_step110000.ckpt"]  # later stages
+    assert one == sorted(f"data/mindeyev2/{f}" for f in expected + models)
     three = planned_downloads(tmp_path, num_sessions=3)
     assert sorted(set(three) - set(one)) == ["data/mindeyev2/wds/subj01/train/1.tar",
                                              "data/mindeyev2/wds/subj01/train/2.tar"]
@@ -68,7 +69,8 @@ def foreign_config(data):
     return {"download": False, "data_dir": str(data), "subject": foreign_dataset.SUBJECT,
             "num_sessions": foreign_dataset.SESSIONS, "weights_dir": "weights", "clip_models": TINY_CLIP,
             "targets": {"device": "cpu"}, "decoder": {"weights": "random", "device": "cpu"},
-            "captions": {"weights": "random"}, "refine": {"base": "random", "device": "cpu"}}
+            "captions": {"weights": "random"}, "refine": {"base": "random", "device": "cpu"},
+            "evaluate": {"gnet": "random", "nets": "random", "clip_weights": "random"}}
 
 
 def test_foreign_dataset_runs_to_its_targets_without_code_change(tmp_path):

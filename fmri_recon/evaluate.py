@@ -1,0 +1,92 @@
+"""The evaluate stage: MindEye2's metric protocol on one experiment's outputs -> table rows.
+
+Stages scored (fmri_recon.tables.STAGES): ``recon`` (unrefined), ``enhanced`` (refined; blended
+with the blurry reconstruction only when that branch exists and ``blend_blurry`` > 0), and, for
+``upper_bound_<clip>`` runs, ``upper_bound`` (the decoder fed ground-truth targets). Retrieval
+and caption scores describe the brain model and are computed once per experiment.
+
+Networks: pretrained weights from the weights stage for real runs (``nets: {name: file}``), or
+random-initialised networks of the same classes (``nets: random``) for the demo and tests.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import nsd
+from .metrics import brain as brain_metrics
+from .metrics import captions as caption_metrics
+from .metrics import image as image_metrics
+from .metrics.retrieval import retrieval
+
+log = logging.getLogger(__name__)
+NETS = ("alexnet2", "alexnet5", "inception", "clip", "efficientnet", "swav")
+
+
+def feature_models(nets, device="cpu", clip_arch: str = "ViT-L-14-quickgelu", seed: int = 0) -> dict:
+    """The image-metric networks: {metric: model}; ``nets`` is "random" or {metric: weights file}."""
+    from .clip_targets import MODEL_CONFIGS
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIGS)     # tiny CLIP architectures for the demo
+    models = {}
+    for name in NETS:
+        weights = None if nets == "random" else nets[name]
+        models[name] = image_metrics.build_feature_model(name, weights, seed=seed, device=device, clip_arch=clip_arch)
+    return models
+
+
+def clip_text_model(arch: str, weights: str | None, device="cpu"):
+    """(open_clip model, tokenizer) for the CLIP text similarity of captions."""
+    from .clip_targets import MODEL_CONFIGS
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIGS)
+    model = open_clip.create_model(arch, pretrained=None)
+    if weights:
+        open_clip.load_checkpoint(model, weights, strict=True)
+    return model.to(device).eval(), open_clip.get_tokenizer(arch)
+
+
+def measured_voxels(data_dir, subject: int, num_sessions: int, new_test: bool) -> np.ndarray:
+    """Test voxels averaged over their three repeats (1- and 2-repeat images as upstream)."""
+    split = nsd.open_split(data_dir, subject, num_sessions, new_test)
+    vox = nsd.read_voxels(data_dir, subject, split.test_trials.ravel())
+    return vox.reshape(len(split.test_images), 3, -1).mean(1)
+
+
+def score_images(images: dict[str, torch.Tensor], gt: torch.Tensor, models: dict, gnet=None, subject: int = 1,
+                 measured=None, masks=None, device="cpu") -> tuple[dict, dict]:
+    """Image metrics and brain correlation of each stage's images against the ground truth."""
+    image, brain = {}, {}
+    for stage, rec in images.items():
+        log.info("scoring %s (%d images)", stage, len(rec))
+        image[stage] = image_metrics.image_metrics(gt, rec, models, device=device)
+        if gnet is not None:
+            pred = brain_metrics.predict_voxels(gnet, image_metrics.resize_256(rec), subject, device=device)
+            brain[stage] = brain_metrics.brain_correlation(pred, torch.from_numpy(measured), masks)
+    return image, brain
+
+
+def score_brain_model(clipvoxels, targets, predcaptions, coco, git_captions, *, sentence_model, clip_text,
+                      draws: int = 30, draw_size: int = 300, seed: int = 42) -> dict:
+    """Retrieval (both directions, named) and caption scores: properties of the brain model."""
+    ret = retrieval(torch.as_tensor(targets).float(), torch.as_tensor(clipvoxels).float(), n_draws=draws,
+                    draw_size=draw_size, seed=seed)
+    pred = [str(c) for c in predcaptions]
+    vs_coco = caption_metrics.caption_metrics(pred, [str(c) for c in coco], sentence_model=sentence_model,
+                                              clip_text=clip_text)
+    vs_git = caption_metrics.caption_metrics(pred, [str(c) for c in git_captions], sentence_model=sentence_model,
+                                             clip_text=clip_text)
+    git_vs_coco = caption_metrics.caption_metrics([str(c) for c in git_captions], [str(c) for c in coco],
+                                                  sentence_model=sentence_model, clip_text=clip_text)
+    return {"retrieval": ret, "captions": vs_coco, "captions_vs_git": vs_git,
+            "captions_relative": caption_metrics.relative(vs_git, git_vs_coco)}
+
+
+def load_pt(path: str | Path):
+    """An evals file (tensors, or captions saved as a numpy array of str)."""
+    return nsd.load_eval(Path(path).parent, Path(path).name)

@@ -1,0 +1,28 @@
+# Refine: SD-XL img2img over the upsampled reconstructions, prompted with the predicted captions.
+REFINE = config.get("refine", {})
+
+
+rule refine:
+    input:
+        recons=evals_file("{name}", "recons"),
+        captions=evals_file("{name}", "predcaptions"),
+        base=weights_dir(REFINE.get("base", "random"), "sdxl"),
+        code=code("refine.py", "reconstruct.py"),
+    output:
+        evals_file("{name}", "enhancedrecons"),
+    params:
+        settings=as_param({k: v for k, v in REFINE.items() if k not in ("mem_mb", "runtime", "device")}),
+        device=REFINE.get("device", "auto"),
+    log:
+        "logs/refine/{name}.log",
+    benchmark:
+        "benchmarks/refine/{name}.tsv"
+    resources:
+        mem_mb=REFINE.get("mem_mb", 32000),
+        runtime=REFINE.get("runtime", 240),
+        gpu=1,
+    threads: 2
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    script:
+        "../scripts/refine.py"

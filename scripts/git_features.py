@@ -1,0 +1,20 @@
+"""Rule git_features: GIT's own visual features of every image (the target space of caption converters)."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
+import numpy as np
+import torch
+
+from fmri_recon import clip_targets, nsd, runlog
+from fmri_recon.captions import GitCaptioner
+
+log = runlog.setup(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+p = snakemake.params
+device, dtype = clip_targets.resolve_device(p.device)
+git = GitCaptioner.from_pretrained(snakemake.input.git, device=device, dtype=dtype)
+ids = np.unique(np.concatenate([nsd.open_split(p.data_dir, s, n, p.new_test).all_images() for s, n in p.runs]))
+n = clip_targets.write_cache(ids, p.data_dir, snakemake.output[0], lambda x: git.image_features(x.to(device)),
+                             git.feature_shape, {"model": "GIT image encoder", "weights": snakemake.input.git},
+                             batch_size=32, desc="GIT features")
+log.info("GIT features of %d images %s", n, git.feature_shape)

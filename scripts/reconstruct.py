@@ -1,0 +1,56 @@
+"""Rule reconstruct: brain model (or ground truth, for an upper bound) -> prior -> decoder + captions."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmri_recon import checkpoint, clip_targets, converter, nsd, reconstruct, runlog, train_data
+from fmri_recon.captions import GitCaptioner
+from fmri_recon.unclip import UnclipDecoder
+
+log = runlog.setup(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+inp, p, name = snakemake.input, snakemake.params, snakemake.wildcards.name
+dec, cap = json.loads(p.decoder), json.loads(p.captions)
+device, dtype = clip_targets.resolve_device(p.device, dec.get("precision", "auto"))
+split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
+
+if "train" in inp.keys():                              # an experiment: predictions from the brain
+    model, _ = checkpoint.load_model(Path(inp.train).parent / "last.pth")
+    data = train_data.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets)
+    emb = reconstruct.brain_embeddings(model, data.subjects[0].test_voxels, prior_steps=dec["prior_steps"],
+                                       seed=dec["seed"], device=device)
+else:                                                  # upper bound: ground-truth targets
+    truth = torch.from_numpy(clip_targets.TargetCache(inp.targets).get(split.test_images)).float()
+    emb = {"backbones": truth, "clipvoxels": truth, "prior_out": truth}
+
+to_decoder = converter.load(inp.to_decoder) if "to_decoder" in inp.keys() else None
+to_git = converter.load(inp.to_git)
+decoder = UnclipDecoder.from_pretrained(inp.decoder, device=device, dtype=dtype)
+git = GitCaptioner.from_pretrained(inp.git, device=device, dtype=dtype)
+settings = {"decoder": dec, "captions": cap, "name": name, "inputs": [str(x) for x in inp]}
+progress = Path(p.out_dir) / f".progress-{reconstruct.settings_key(settings)}"
+
+
+def work(start, stop):
+    tokens = emb["prior_out"][start:stop]
+    with torch.no_grad():
+        cond = to_decoder(tokens) if to_decoder is not None else tokens
+        gen = torch.Generator().manual_seed(dec["seed"] + start)
+        images = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"])
+        captions = git.caption(to_git(tokens).to(device), max_length=cap.get("max_length", 20))
+    images = torch.nn.functional.interpolate(images.float().cpu(), size=(256, 256), mode="bilinear",
+                                             antialias=True).clamp(0, 1)
+    return {"recons": images, "predcaptions": captions}
+
+
+chunks = reconstruct.chunked(len(split.test_images), dec.get("chunk", 50), progress, work)
+arrays = {**emb, "recons": torch.cat([c["recons"] for c in chunks]),
+          "predcaptions": np.concatenate([np.array(c["predcaptions"], dtype=str) for c in chunks])}
+reconstruct.save_outputs(reconstruct.output_paths(p.out_dir, name), arrays)
+reconstruct.finish(progress)
+log.info("%s: %d reconstructions, e.g. captions %s", name, len(arrays["recons"]), list(arrays["predcaptions"][:3]))

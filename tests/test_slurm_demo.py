@@ -1,0 +1,60 @@
+"""The demo DAG submitted to a real single-node SLURM cluster with the project's SLURM profile.
+
+Asserts from SLURM's own records that every GPU stage ran as a SLURM job with a GPU
+allocated, that CPU stages got none, and that tables/metrics.csv came out. The daemons
+stop at the end, by pid, whatever happens (tests/slurm_cluster.py).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DEMO, REPO
+from slurm_cluster import SlurmCluster, available, missing_binaries
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not available(), reason=f"SLURM not installed (missing {', '.join(missing_binaries())}); "
+                                               "run .ci/install-slurm.sh"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the test SLURM cluster needs root"),
+]
+GPU_RULES = ("targets", "git_features", "train", "reconstruct", "refine", "evaluate")
+
+
+def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
+    work = tmp_path / "run"
+    work.mkdir()
+    with SlurmCluster(tmp_path / "slurm") as cluster:
+        env = cluster.env()
+        env.pop("CUDA_VISIBLE_DEVICES", None)              # the fake GPU comes from SLURM, not from us
+        env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "profiles/slurm"),
+               "--workflow-profile", "none", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+               "--jobs", "2", "--default-resources", "mem_mb=1500", "runtime=30",
+               f"slurm_partition={cluster.partition}",
+               "--set-resources", *[f"{r}:cpus_per_gpu=2" for r in GPU_RULES],
+               "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", "--retries", "0",
+               "all", "--configfile", str(DEMO)]
+        t0 = time.monotonic()
+        res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=2400)
+        wall = time.monotonic() - t0
+        assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+        history = cluster.jobs_history()
+    print(f"demo DAG through SLURM: {wall:.0f} s, {len(history)} SLURM jobs")
+    assert (work / "tables/metrics.csv").read_text().count("\n") >= 7     # header + 3x2 stages + upper bounds
+    by_rule: dict[str, list] = {}
+    for job in history:
+        by_rule.setdefault((job["comment"] or "").split("_wildcards")[0].removeprefix("rule_"), []).append(job)
+    for rule in GPU_RULES:
+        jobs = by_rule.get(rule)
+        assert jobs, f"no SLURM job for rule {rule}: {sorted(by_rule)}"
+        for job in jobs:
+            assert job["state"] == "COMPLETED" and job["gpus"] == 1 and job["job_gres"] == "gpu:1", job
+    assert len(by_rule["train"]) == 3 and len(by_rule["reconstruct"]) == 5
+    for job in by_rule["check_data"] + by_rule["metrics_table"]:
+        assert job["gpus"] == 0 and job["job_gres"] is None, job
+    assert not any(cluster.alive().values())
