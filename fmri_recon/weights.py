@@ -197,6 +197,9 @@ def _load_converted(cls, config: dict, converted: dict, source: dict, what: str)
     """Instantiate ``cls(**config)`` on the meta device and assign ``converted``; all keys must match."""
     import torch
 
+    absent = sorted(k for k, v in converted.items() if v is None)     # e.g. an EMA copy that is not there
+    if absent:
+        raise ValueError(f"{what}: the checkpoint has no tensor for {absent[:20]} ({len(absent)})")
     left = _unconsumed(source, converted)
     if left:
         raise ValueError(f"{what}: {len(left)} checkpoint keys have no diffusers counterpart: {left[:20]}")
@@ -247,13 +250,12 @@ def convert_unclip_checkpoint(sgm_ckpt: str | Path, out_dir: str | Path, *, unet
                   if k.startswith("model_ema.") and k not in ("model_ema.decay", "model_ema.num_updates")}
     else:
         source = {k: v for k, v in state.items() if k.startswith(LDM_UNET_KEY)}
-    adm_key = "label_emb.0.0.weight"
     ucfg = unet_config(unet_params, image_size // 8)
     unet_sd = convert_ldm_unet_checkpoint(state, ucfg, extract_ema=ema)
     width = unet_params["adm_in_channels"]
     w = unet_sd.get("add_embedding.linear_1.weight")
     if w is not None and w.shape[1] > width:
-        log.info("%s: pruning %s from %d to its first %d columns", sgm_ckpt.name, adm_key, w.shape[1], width)
+        log.info("%s: pruning label_emb.0.0 from %d to its first %d columns", sgm_ckpt.name, w.shape[1], width)
         unet_sd["add_embedding.linear_1.weight"] = w[:, :width]
     unet = _load_converted(UNet2DConditionModel, ucfg, unet_sd, source, f"{sgm_ckpt.name} UNet")
 
@@ -281,40 +283,30 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
 
 
-def write_tiny_clip_tokenizer(out_dir: str | Path, max_length: int = 77):
-    """A CLIP BPE tokenizer over bytes plus merges for the caption and negative-prompt words; saved to ``out_dir``.
+def write_clip_tokenizer(out_dir: str | Path, pad_token: str = "<|endoftext|>", max_length: int = 77):
+    """OpenAI CLIP's exact BPE tokenizer (49408 tokens), rebuilt offline; saved to ``out_dir``, returned.
 
-    transformers v5 ignores ``CLIPTokenizer(vocab_file=...)``; it must come from a folder holding
-    vocab.json + merges.txt (and ``model_max_length`` must be given, or SDXL overflows).
+    The merges come from the BPE file that open_clip ships in its wheel; the vocabulary is built
+    as CLIP's ``SimpleTokenizer`` builds it (bytes, bytes + "</w>", one token per merge, the two
+    specials), which is the hub's vocab.json. transformers v5 ignores ``CLIPTokenizer(vocab_file=...)``,
+    so the files go through a folder, and ``model_max_length`` must be given or SDXL overflows.
+    SDXL pads its second tokenizer with "!" (``pad_token``).
     """
+    import gzip
+
+    import open_clip
     from transformers import CLIPTokenizer
 
-    from .refine import UPSTREAM_NEGATIVE
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
     chars = _bytes_to_unicode()
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    merges = []
-    words = set(CAPTION_WORDS.split()) | set(UPSTREAM_NEGATIVE.replace(",", " ").split())
-    for word in sorted(words):                                # merge each word left to right
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:
-            merges.append(f"{parts[0]} {parts[1]}")
-            parts = [parts[0] + parts[1], *parts[2:]]
-            if parts[0] not in vocab:
-                vocab[parts[0]] = len(vocab)
-    merges = list(dict.fromkeys(merges))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    src = out_dir / "src"
-    src.mkdir(exist_ok=True)
-    _write_json(src / "vocab.json", vocab)
-    (src / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer.from_pretrained(src, model_max_length=max_length)
+    vocab = [*chars, *(c + "</w>" for c in chars), *("".join(m.split()) for m in merges),
+             "<|startoftext|>", "<|endoftext|>"]
+    with tempfile.TemporaryDirectory() as src:
+        _write_json(Path(src) / "vocab.json", {token: i for i, token in enumerate(vocab)})
+        (Path(src) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+        tokenizer = CLIPTokenizer.from_pretrained(src, model_max_length=max_length, pad_token=pad_token)
     tokenizer.save_pretrained(out_dir)
-    shutil.rmtree(src)
     return CLIPTokenizer.from_pretrained(out_dir)
 
 
@@ -329,8 +321,8 @@ def build_tiny_sdxl_img2img(out_dir: str | Path, seed: int = 0) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     with _atomic_dir(out_dir) as tmp, _seeded(seed), tempfile.TemporaryDirectory() as scratch:
-        tok = write_tiny_clip_tokenizer(Path(scratch) / "tokenizer")
-        tok2 = write_tiny_clip_tokenizer(Path(scratch) / "tokenizer_2")
+        tok = write_clip_tokenizer(Path(scratch) / "tokenizer")
+        tok2 = write_clip_tokenizer(Path(scratch) / "tokenizer_2", pad_token="!")
         ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                    pad_token_id=tok.pad_token_id, max_position_embeddings=77, num_attention_heads=2,
                    num_hidden_layers=2, hidden_act="gelu")
@@ -350,7 +342,7 @@ def build_tiny_sdxl_img2img(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 # ------------------------------------------------------------------ GIT
-# Words of COCO-style captions: the tiny GIT vocabulary (and the tiny CLIP merges), so that
+# Words of COCO-style captions: the tiny GIT vocabulary, so that
 # what a random model generates decodes to English words.
 CAPTION_WORDS = """
 a an the of on in at with and to from by near next under over behind front top side some two three

@@ -248,6 +248,19 @@ def test_convert_sgm_checkpoint_round_trip(tmp_path):
     assert decoder.decode(torch.randn(1, SEQ, DIM), generator=gen(0), num_steps=2).shape == (1, 3, 64, 64)
 
 
+def test_convert_uses_ema_weights(tmp_path):
+    """sgm's LitEma keys (dots removed) win over the raw UNet weights when present."""
+    from diffusers import UNet2DConditionModel
+
+    state, usd, _ = _sgm_checkpoint(tmp_path)
+    unet_keys = [k for k in state if k.startswith("model.diffusion_model.")]
+    state.update({"model_ema." + "".join(k.split(".")[1:]): state[k] + 1 for k in unet_keys})
+    state.update({"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(5)})
+    unet = UNet2DConditionModel.from_pretrained(_convert(tmp_path, state, "ema") / "unet", local_files_only=True)
+    loaded = unet.state_dict()
+    assert all(torch.equal(loaded[k], usd[k] + 1) for k in usd)
+
+
 def test_convert_names_bad_keys(tmp_path):
     state, _, _ = _sgm_checkpoint(tmp_path)
     extra = dict(state, **{"model.diffusion_model.stray.weight": torch.ones(2)})
@@ -324,6 +337,16 @@ def test_tiny_sdxl_layout(folders):
     names = sorted(p.name for p in folders["sdxl"].iterdir())
     assert names == ["model_index.json", "scheduler", "text_encoder", "text_encoder_2", "tokenizer",
                      "tokenizer_2", "unet", "vae"]
+
+
+def test_clip_tokenizer_is_clips(pipe):
+    """Rebuilt offline from open_clip's BPE file: the same ids as open_clip's own tokenizer."""
+    import open_clip
+
+    reference = open_clip.get_tokenizer("ViT-L-14")([UPSTREAM_NEGATIVE])[0]
+    ids = pipe.tokenizer(UPSTREAM_NEGATIVE).input_ids
+    assert len(pipe.tokenizer) == 49408 and ids == reference[:len(ids)].tolist() and len(ids) == 72
+    assert pipe.tokenizer_2.pad_token == "!" and pipe.tokenizer.model_max_length == 77
 
 
 def test_negative_prompt_and_strength_are_upstreams():

@@ -28,6 +28,9 @@ GPU_RULES = ("targets", "git_features", "train", "reconstruct", "refine", "evalu
 def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
     work = tmp_path / "run"
     work.mkdir()
+    # A smaller demo (the full one runs in the local end-to-end tests): every stage, less compute.
+    small = work / "small.yaml"
+    small.write_text("model: {num_epochs: 2}\nsynthetic: {num_test_images: 16, trials_per_session: 300, num_images: 300}\n")
     with SlurmCluster(tmp_path / "slurm") as cluster:
         env = cluster.env()
         env.pop("CUDA_VISIBLE_DEVICES", None)              # the fake GPU comes from SLURM, not from us
@@ -38,7 +41,7 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
                f"slurm_partition={cluster.partition}",
                "--set-resources", *[f"{r}:cpus_per_gpu=2" for r in GPU_RULES],
                "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", "--retries", "0",
-               "all", "--configfile", str(DEMO)]
+               "all", "--configfile", str(DEMO), str(small)]
         t0 = time.monotonic()
         res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=2400)
         wall = time.monotonic() - t0

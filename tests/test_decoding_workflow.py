@@ -1,0 +1,73 @@
+"""Reconstruct, refine and evaluate in the demo run: files, shapes, ranges, the final table."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import snakemake
+from fmri_recon import nsd
+
+pytestmark = pytest.mark.e2e
+EXPERIMENTS = ("lite_bigG", "seed_vitb32", "residual_bigG")
+UPPER = ("upper_bound_bigG", "upper_bound_vitb32")
+TOKENS = {"bigG": (256, 64), "vitb32": (49, 48)}
+
+
+def load(run, name, kind):
+    return nsd.load_eval(run / "evals" / name, f"{name}_all_{kind}.pt")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS + UPPER)
+def test_reconstruct_writes_upstreams_files(demo_run, name):
+    clip = "vitb32" if "vitb32" in name else "bigG"
+    recons = load(demo_run, name, "recons")
+    assert recons.shape == (50, 3, 256, 256) and recons.dtype == torch.float32
+    assert 0 <= recons.min() and recons.max() <= 1 and recons.std() > 0.01
+    for kind in ("clipvoxels", "prior_out", "backbones"):
+        tokens = load(demo_run, name, kind)
+        assert tokens.shape == (50, *TOKENS[clip]) and tokens.dtype == torch.float16 and torch.isfinite(tokens).all()
+    captions = load(demo_run, name, "predcaptions")
+    assert isinstance(captions, np.ndarray) and len(captions) == 50
+    assert all(isinstance(c, str) and 1 <= len(c.split()) <= 20 for c in captions)
+    assert not list((demo_run / "evals" / name).glob(".progress*"))          # finished: no leftovers
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_refine_writes_enhanced_reconstructions(demo_run, name):
+    enhanced = load(demo_run, name, "enhancedrecons")
+    assert enhanced.shape == (50, 3, 256, 256) and 0 <= enhanced.min() and enhanced.max() <= 1
+    assert not torch.equal(enhanced, load(demo_run, name, "recons"))
+
+
+def test_vitb32_predictions_reach_the_decoder_through_a_converter(demo_run):
+    report = json.loads((demo_run / "cache/converters/vitb32_to_bigG.json").read_text())
+    assert report["held_out"]["n_images"] == 50 and report["held_out"]["identification_top1"] > 5 / 50
+    assert (demo_run / "cache/converters/bigG_to_git.json").exists()
+    assert not (demo_run / "cache/converters/bigG_to_bigG.pt").exists()       # same space: no converter
+
+
+def test_metrics_table_has_every_experiment_and_stage(demo_run):
+    rows = list(csv.DictReader(open(demo_run / "tables/metrics.csv")))
+    got = {(r["experiment"], r["stage"]) for r in rows}
+    assert got == {(e, s) for e in EXPERIMENTS for s in ("recon", "enhanced")} | {(u, "upper_bound") for u in UPPER}
+    for r in rows:
+        assert r["n_test_images"] == "50"                          # two-way identification over all test images
+        for key in ("pixcorr", "ssim", "alexnet2", "alexnet5", "inception", "clip", "efficientnet", "swav",
+                    "brain_corr_nsd_general"):
+            assert r[key] != "" and np.isfinite(float(r[key])), (r["experiment"], key)
+        if r["stage"] != "upper_bound":
+            chance = 1 / int(r["retrieval_draw_size"])
+            assert int(r["retrieval_draw_size"]) == 50             # fewer than 300 test images: all of them
+            assert float(r["image_to_brain"]) >= 5 * chance and float(r["brain_to_image"]) >= 5 * chance, r
+            assert float(r["params_total"]) > 0 and float(r["train_wall_time_s"]) > 0
+            assert r["caption_meteor"] != "" and r["caption_sentence"] != ""
+
+
+def test_pictures_and_report(demo_run):
+    for png in [demo_run / "tables/metrics.png", *[demo_run / f"evals/{n}/{n}_grid.png" for n in EXPERIMENTS]]:
+        assert png.read_bytes()[:4] == b"\x89PNG", png
+    snakemake(demo_run, "--report", "report.html")
+    html = (demo_run / "report.html").read_text(errors="replace")
+    assert "metrics.csv" in html and "loss_curve.png" in html
