@@ -22,7 +22,8 @@ __all__ = ["COLUMNS", "STAGES", "experiment_rows", "merge_tables", "read_table",
 
 STAGES = {
     "recon": "unrefined reconstructions (unCLIP decode of the predicted CLIP tokens)",
-    "enhanced": "refined reconstructions, blended 0.75/0.25 with the blurry ones as upstream scores them",
+    "enhanced": "refined reconstructions (blended 0.75/0.25 with the blurry ones, as upstream scores them, "
+                "only when the blurry branch exists)",
     "blurry": "low-level (blurry) reconstructions only",
     "upper_bound": "ground-truth CLIP tokens through the same decoder: what a perfect brain model would give",
 }

@@ -32,7 +32,8 @@ to_decoder = converter.load(inp.to_decoder) if "to_decoder" in inp.keys() else N
 to_git = converter.load(inp.to_git)
 decoder = UnclipDecoder.from_pretrained(inp.decoder, device=device, dtype=dtype)
 git = GitCaptioner.from_pretrained(inp.git, device=device, dtype=dtype)
-settings = {"decoder": dec, "captions": cap, "name": name, "inputs": [str(x) for x in inp]}
+settings = {"decoder": dec, "captions": cap, "name": name,      # inputs by path and modification time
+            "inputs": [(str(x), Path(x).stat().st_mtime_ns) for x in inp]}
 progress = Path(p.out_dir) / f".progress-{reconstruct.settings_key(settings)}"
 
 

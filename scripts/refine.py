@@ -18,7 +18,8 @@ recons = nsd.load_eval(Path(inp.recons).parent, Path(inp.recons).name).float()
 prompts = [str(c) for c in nsd.load_eval(Path(inp.captions).parent, Path(inp.captions).name)]
 pipe = refine.load_pipeline(inp.base, device=device, dtype=dtype, cpu_offload=cfg.get("cpu_offload", False))
 out = Path(snakemake.output[0])
-progress = out.parent / f".progress-refine-{reconstruct.settings_key({'cfg': cfg, 'inputs': [str(x) for x in inp]})}"
+inputs = [(str(x), Path(x).stat().st_mtime_ns) for x in inp]      # a new input never reuses old chunks
+progress = out.parent / f".progress-refine-{reconstruct.settings_key({'cfg': cfg, 'inputs': inputs})}"
 
 
 def work(start, stop):
