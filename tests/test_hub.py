@@ -323,7 +323,8 @@ def test_verify_false_skips_checksum(hub, tmp_path):
 RUN_SCRIPT = """
 import json, runpy, sys, types
 out, log, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-snakemake = types.SimpleNamespace(params=types.SimpleNamespace(**params), output=[out], log=[log])
+snakemake = types.SimpleNamespace(params=types.SimpleNamespace(**params), output=[out], log=[log],
+                                 scriptdir="scripts")
 runpy.run_path("scripts/download.py", init_globals={"snakemake": snakemake}, run_name="__main__")
 """
 
