@@ -19,7 +19,7 @@ What it sets up (see /work/shared/spec/cluster.md for why):
 - ONE fake GPU (``Name=gpu File=/dev/null``): jobs asking ``--gpus=1`` get
   ``CUDA_VISIBLE_DEVICES=0`` and a second 1-GPU job waits for the first;
 - no cgroups (proctrack/linuxproc, task/none), no accounting storage, so ``sacct``
-  has nothing: use ``slurm-status-command: squeue`` (MinJobAge stays 300).
+  has nothing: use ``slurm-status-command: squeue`` (MinJobAge is 3600).
 
 How the jobs SLURM ran, and the GPUs it allocated, are recorded without accounting
 (checked on slurm-wlm 22.05.8):
@@ -32,7 +32,7 @@ How the jobs SLURM ran, and the GPUs it allocated, are recorded without accounti
   appends ``JobId=.. JobGpus=$SLURM_JOB_GPUS`` to ``<workdir>/gpu_alloc.txt``. slurmd sets
   ``SLURM_JOB_GPUS`` from the job's GRES allocation (``0`` for the fake GPU, unset for a
   job without one), so this is SLURM's own, persistent record of the allocated GPU.
-- ``scontrol -d show job -o`` keeps finished jobs for MinJobAge=300 s and shows
+- ``scontrol -d show job -o`` keeps finished jobs for MinJobAge=3600 s and shows
   ``JOB_GRES=gpu:1`` (allocated GRES; ``(null)`` without) and ``TresPerJob=gres:gpu:1``
   (the request); while a job runs also ``GRES=gpu:1(IDX:0)``.
 :meth:`SlurmCluster.jobs_history` merges the three.
@@ -283,7 +283,7 @@ class SlurmCluster:
         return res.stdout
 
     def squeue(self) -> List[Dict[str, str]]:
-        """All jobs slurmctld knows (pending, running and finished < MinJobAge ago)."""
+        """All jobs slurmctld knows (pending, running and finished < MinJobAge = 1 h ago)."""
         out = self.run("squeue", "-h", "--states=all", "-o", "%i|%j|%T|%P|%R")
         jobs = []
         for line in out.splitlines():
@@ -293,7 +293,7 @@ class SlurmCluster:
         return jobs
 
     def scontrol_jobs(self) -> List[Dict[str, str]]:
-        """``scontrol -d show job -o`` as dicts (jobs finished < MinJobAge=300 s ago included)."""
+        """``scontrol -d show job -o`` as dicts (jobs finished < MinJobAge = 1 h ago included)."""
         out = self.run("scontrol", "-d", "show", "job", "-o", check=False)
         return [_parse_kv(line) for line in out.splitlines() if line.startswith("JobId=")]
 
@@ -322,7 +322,7 @@ class SlurmCluster:
           dict; it carries no ``gres/gpu``: that TRES needs slurmdbd on 22.05);
         - the slurmd Epilog record (``gpu_alloc_path``): ``gpu_ids`` (allocated GPU
           indices, from ``SLURM_JOB_GPUS``) and ``gpus`` (their count); persistent;
-        - ``scontrol -d show job -o`` while slurmctld still holds the job (MinJobAge=300 s):
+        - ``scontrol -d show job -o`` while slurmctld still holds the job (MinJobAge = 1 h):
           ``job_gres`` (allocated GRES total, e.g. ``"gpu:1"``; None for no GRES or once
           purged), ``tres_per_job`` (the request, e.g. ``"gres:gpu:1"``), ``comment``
           (the snakemake slurm plugin puts ``rule_<name>_wildcards_...`` there).
@@ -443,9 +443,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 ReturnToService=2
-# finished jobs stay visible to squeue/scontrol for 300 s: the snakemake slurm plugin
-# polls with squeue and falls back to sacct (absent here) below 3x its first delay
-MinJobAge=300
+# finished jobs stay visible to squeue/scontrol for an hour (a whole test run): the snakemake
+# slurm plugin polls with squeue and falls back to sacct (absent here) below 3x its first delay
+MinJobAge=3600
 KillWait=5
 # slurmd runs this as root on the node after every job, with the allocation in its
 # environment (SLURM_JOB_GPUS = allocated GPU indices): our record of allocated GPUs

@@ -56,13 +56,16 @@ def test_reordered_config_keys_rerun_nothing(demo_run, tmp_path):
     ("losses.py", {"train", "reconstruct", "refine", "evaluate", "metrics_table"}),
 ])
 def test_editing_package_code_reruns_the_stages_that_use_it(demo_run, module, rules):
+    # A real edit: Snakemake ignores a file that was only touched (same checksum, newer mtime).
     path = REPO / "fmri_recon" / module
-    before = path.stat()
+    before, text = path.stat(), path.read_bytes()
     try:
+        path.write_bytes(text + b"\n# edited by a test\n")
         later = time.time() + 60
-        os.utime(path, (later, later))               # as an edit would
+        os.utime(path, (later, later))
         jobs = planned(demo_run)
     finally:
+        path.write_bytes(text)
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert {rule for rule, _ in jobs} == rules
     assert planned(demo_run) == set()                 # restored: nothing stale
