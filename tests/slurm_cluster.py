@@ -409,7 +409,6 @@ class SlurmCluster:
         os.chmod(self._munge_socket_dir, 0o755)
 
     def slurm_conf_text(self) -> str:
-        w = self.workdir
         return f"""\
 # written by tests/slurm_cluster.py for a throwaway single-node test cluster
 ClusterName=fmritest

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import DEMO, REPO, snakemake
+from conftest import DEMO, REPO
 from fmri_recon import checkpoint
 
 EXPERIMENTS = ("lite_bigG", "seed_vitb32", "residual_bigG")
