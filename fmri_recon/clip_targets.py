@@ -94,20 +94,24 @@ def encode_tokens(visual, x, token_norm: str = "pre_ln_post"):
     return out["image_intermediates"][-1]
 
 
-def write_cache(image_ids: np.ndarray, data_dir: str | Path, out_path: str | Path, encode, shape: tuple,
+def write_cache(image_ids: np.ndarray, data_dir: str | Path, out_path: str | Path, encode, shapes: dict,
                 attrs: dict, batch_size: int = 32, desc: str = "encoding") -> int:
-    """Encode images by id with ``encode(images (B,3,H,W) float in [0,1]) -> (B, *shape)`` into a
-    cache (the layout in this module's docstring), atomically. Returns the number of images."""
+    """Encode images by id into a cache (the layout in this module's docstring), atomically.
+
+    ``encode(images (B,3,H,W) float in [0,1]) -> {name: (B, *shapes[name])}``: one float16
+    dataset per name, one chunk per image. Returns the number of images."""
     import torch
     from tqdm import tqdm
 
     ids = np.unique(np.asarray(image_ids, dtype=np.int64))
     with nsd.atomic_output(out_path) as tmp, h5py.File(tmp, "w") as f, torch.inference_mode():
         f.create_dataset("image_ids", data=ids)
-        ds = f.create_dataset("tokens", shape=(len(ids), *shape), dtype=np.float16, chunks=(1, *shape))
+        ds = {k: f.create_dataset(k, shape=(len(ids), *s), dtype=np.float16, chunks=(1, *s))
+              for k, s in shapes.items()}
         for start in tqdm(range(0, len(ids), batch_size), desc=desc, unit="batch"):
-            tokens = encode(torch.from_numpy(nsd.read_images(data_dir, ids[start:start + batch_size])))
-            ds[start:start + len(tokens)] = tokens.float().cpu().numpy().astype(np.float16)
+            out = encode(torch.from_numpy(nsd.read_images(data_dir, ids[start:start + batch_size])))
+            for k, v in out.items():
+                ds[k][start:start + len(v)] = v.float().cpu().numpy().astype(np.float16)
         f.attrs.update(attrs)
     return len(ids)
 
@@ -129,34 +133,35 @@ def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path
         if tuple(tokens.shape[1:]) != expected:
             raise ValueError(f"clip_models: {clip['arch']} gives tokens {tuple(tokens.shape[1:])}, but the "
                              f"config says seq_dim x emb_dim = {expected}")
-        return tokens
+        return {"tokens": tokens}
 
     attrs = {"arch": clip["arch"], "weights": Path(weights).name, "seq_dim": expected[0], "emb_dim": expected[1],
              "zero_one_quirk": quirk, "token_norm": norm}
     bs = int(targets.get("batch_size", 32))
     log.info("encoding %d images with %s on %s (%s), batch %d", len(np.unique(image_ids)), clip["arch"], device,
              dtype, bs)
-    n = write_cache(image_ids, data_dir, out_path, encode, expected, attrs, bs, f"CLIP targets {clip['arch']}")
+    n = write_cache(image_ids, data_dir, out_path, encode, {"tokens": expected}, attrs, bs,
+                    f"CLIP targets {clip['arch']}")
     return {**attrs, "images": n}
 
 
 class TargetCache:
-    """Read targets by image id from a cache written by ``build_cache``."""
+    """Read a cache written by ``write_cache`` by image id (``tokens``: the CLIP targets)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         with h5py.File(nsd._need(self.path), "r") as f:
             self.image_ids = f["image_ids"][:]
-            self.shape = f["tokens"].shape[1:]
+            self.shape = f["tokens"].shape[1:] if "tokens" in f else None
             self.attrs = dict(f.attrs)
 
-    def get(self, image_ids: np.ndarray) -> np.ndarray:
-        """Tokens (n, S, E) float16 of ``image_ids``, in the order given."""
+    def get(self, image_ids: np.ndarray, name: str = "tokens") -> np.ndarray:
+        """Rows (n, ...) float16 of dataset ``name`` for ``image_ids``, in the order given."""
         image_ids = np.asarray(image_ids, dtype=np.int64)
         pos = np.searchsorted(self.image_ids, image_ids)
         pos = np.minimum(pos, len(self.image_ids) - 1)
         missing = image_ids[self.image_ids[pos] != image_ids]
         if len(missing):
-            raise KeyError(f"{self.path}: no targets for image ids {missing[:10].tolist()} "
-                           f"({len(missing)} missing); rebuild the targets for this run's sessions")
-        return nsd.read_rows(self.path, "tokens", pos)
+            raise KeyError(f"{self.path}: no {name} for image ids {missing[:10].tolist()} "
+                           f"({len(missing)} missing); rebuild this cache for the run's sessions")
+        return nsd.read_rows(self.path, name, pos)

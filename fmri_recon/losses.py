@@ -1,4 +1,5 @@
-"""MindEye2's training losses (spec mindeyev2.md §2.6): BiMixCo, SoftCLIP, the temperature schedule.
+"""MindEye2's training losses (spec mindeyev2.md §2.6): BiMixCo, SoftCLIP, the temperature schedule,
+and the blurry branch's soft distillation loss.
 
 All contrastive losses work on flattened, L2-normalised token sets: (B, S*E).
 """
@@ -57,6 +58,17 @@ def soft_clip_loss(preds, targs, temp: float) -> torch.Tensor:
     brain_clip = preds @ targs.T / temp
     soft = F.softmax(clip_clip, dim=-1)
     return (_soft_ce(brain_clip, soft) + _soft_ce(brain_clip.T, soft)) / 2
+
+
+def soft_cont_loss(student, teacher, teacher_aug, temp: float = 0.2) -> torch.Tensor:
+    """The blurry branch's distillation loss (upstream's ``soft_cont_loss``) on L2-normalised
+    rows: the student's logits against the augmented teacher are pulled towards the teacher's
+    own logits against it, in both directions."""
+    teacher_teacher_aug = teacher @ teacher_aug.T / temp
+    student_teacher_aug = student @ teacher_aug.T / temp
+    loss1 = _soft_ce(student_teacher_aug, F.softmax(teacher_teacher_aug, dim=-1))
+    loss2 = _soft_ce(student_teacher_aug.T, F.softmax(teacher_teacher_aug.T, dim=-1))
+    return (loss1 + loss2) / 2
 
 
 def flat_normalise(x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """The train stage: from cached CLIP targets and voxels to ``train_logs/{experiment}/last.pth``.
 
 Follows MindEye2's recipe (spec mindeyev2.md §2.6-2.7): BiMixCo for the first ``mixup_pct``
-of the epochs, then SoftCLIP with a rising temperature; the prior's MSE; AdamW with
+of the epochs, then SoftCLIP with a rising temperature; the prior's MSE; with the blurry
+branch, L1 to the VAE latents plus 0.1 x the soft distillation loss against the ConvNeXt
+teacher on augmented images (both cached or run by fmri_recon.lowlevel); AdamW with
 upstream's parameter groups; OneCycle; gradient accumulation so a 24 GB card reaches the
 global batch. accelerate runs it in fp32/bf16/fp16, with DeepSpeed ZeRO-2 + CPU optimizer
 offload on a GPU. A checkpoint every ``ckpt_interval`` epochs carries the RNG states, so a
@@ -43,6 +45,9 @@ class TrainConfig:
     clip_scale: float = 1.0
     prior_scale: float = 30.0
     blur_scale: float = 0.5
+    # Upstream mixes the latent targets during mixup only *after* computing the L1 loss, so its
+    # loss uses unmixed targets (kept: False); True mixes them like the voxels first.
+    blur_mix_targets: bool = False
     ckpt_interval: int = 5
     seed: int = 42
     precision: str = "bf16"         # fp32 | bf16 | fp16
@@ -131,9 +136,11 @@ class LossModel(torch.nn.Module):
         super().__init__()
         self.model, self.tc = model, tc
 
-    def forward(self, voxels: list, subj_idx: list, targets, mix=None, temp: float = 0.006) -> dict:
-        backbone, clip_voxels, _ = self.model(voxels, subj_idx)
-        out = {"prior": torch.zeros((), device=targets.device), "clip": torch.zeros((), device=targets.device)}
+    def forward(self, voxels: list, subj_idx: list, targets, mix=None, temp: float = 0.006, low=None) -> dict:
+        """``low``: (latent targets, teacher features, teacher features of the augmented images)."""
+        backbone, clip_voxels, blur = self.model(voxels, subj_idx)
+        zero = torch.zeros((), device=targets.device)
+        out = {"prior": zero, "clip": zero, "blur_l1": zero, "blur_cont": zero}
         if self.model.diffusion_prior is not None and self.tc.prior_scale > 0:
             # QUIRK kept: during mixup the prior sees mixed-voxel backbones and unmixed targets.
             out["prior"] = self.model.diffusion_prior(text_embed=backbone, image_embed=targets)[0]
@@ -141,8 +148,21 @@ class LossModel(torch.nn.Module):
             pred, targ = losses.flat_normalise(clip_voxels), losses.flat_normalise(targets)
             out["clip"] = (losses.mixco_nce(pred, targ, 0.006, *mix) if mix is not None
                            else losses.soft_clip_loss(pred, targ, temp))
-        out["total"] = self.tc.prior_scale * out["prior"] + self.tc.clip_scale * out["clip"]
+        if low is not None:
+            out["blur_l1"], out["blur_cont"] = self.blur_losses(blur, *low, mix)
+        out["total"] = (self.tc.prior_scale * out["prior"] + self.tc.clip_scale * out["clip"]
+                        + self.tc.blur_scale * (out["blur_l1"] + 0.1 * out["blur_cont"]))
         return out
+
+    def blur_losses(self, blur, latents, teacher, teacher_aug, mix):
+        pred_latents, aux = blur
+        if mix is not None and self.tc.blur_mix_targets:
+            perm, betas, _ = mix
+            b = betas.view(-1, 1, 1, 1).to(latents.dtype)
+            latents = latents * b + latents[perm] * (1 - b)
+        l1 = torch.nn.functional.l1_loss(pred_latents.float(), latents.float())
+        rows = lambda x: torch.nn.functional.normalize(x.reshape(-1, x.shape[-1]).float(), dim=-1)  # noqa: E731
+        return l1, losses.soft_cont_loss(rows(aux), rows(teacher), rows(teacher_aug), temp=0.2)
 
 
 def epoch_batches(data: TrainData, tc: TrainConfig, epoch: int) -> list[list[np.ndarray]]:
@@ -160,9 +180,11 @@ def has_duplicate_images(data: TrainData, batch: list[np.ndarray]) -> bool:
 
 
 def micro_batches(data: TrainData, batch: list[np.ndarray], tc: TrainConfig, device, mixup: bool):
-    """Split a global batch into ``grad_accum`` micro-batches: (voxels, subj_idx, targets, mix)."""
+    """Split a global batch into ``grad_accum`` micro-batches: (voxels, subj_idx, targets, mix, low),
+    ``low`` = (latent targets, teacher features, images) with the blurry branch, else None."""
     for m in range(tc.grad_accum):
         voxels, targets, perms, betas, selects, offset = [], [], [], [], [], 0
+        rows, ids = [], []
         for k, (subj, idx) in enumerate(zip(data.subjects, batch)):
             part = idx[m::tc.grad_accum]
             v = subj.voxels[part].float().to(device)[:, None]
@@ -171,35 +193,50 @@ def micro_batches(data: TrainData, batch: list[np.ndarray], tc: TrainConfig, dev
                 perms.append(perm + offset), betas.append(beta), selects.append(select)
             voxels.append(v)
             targets.append(data.targets[subj.target_index[part]])
+            rows.append(subj.target_index[part]), ids.append(subj.image_ids[part])
             offset += len(part)
         mix = (torch.cat(perms), torch.cat(betas), torch.cat(selects)) if mixup else None
-        yield voxels, list(range(len(voxels))), torch.cat(targets).float().to(device), mix
+        low = None
+        if data.lowlevel is not None:
+            rows, ll = torch.cat(rows), data.lowlevel
+            low = (ll.latents[rows].float().to(device), ll.teacher[rows].float().to(device),
+                   ll.images_of(np.concatenate(ids)).float().to(device))
+        yield voxels, list(range(len(voxels))), torch.cat(targets).float().to(device), mix, low
 
 
 # --------------------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(model: MindEyeModel, subj: SubjectData, targets: torch.Tensor, n_images: int, device,
-             autocast) -> dict:
-    """Retrieval on the first ``n_images`` test images, outputs averaged over the 3 repeats."""
+             autocast, latents: torch.Tensor | None = None) -> dict:
+    """Retrieval on the first ``n_images`` test images, outputs averaged over the 3 repeats
+    (and the L1 of the blurry latents to ``latents``, with the blurry branch)."""
     from .metrics.retrieval import topk_matches
 
     model.eval()
     n = min(n_images, len(subj.test_images))
-    preds = []
+    preds, blurs = [], []
     for start in range(0, n, 64):
-        reps = []
+        reps, blur_reps = [], []
         for r in range(3):
+            voxels = subj.test_voxels[start:start + 64, r].float().to(device)[:, None]
             with autocast():
-                backbone, clip_voxels, _ = model(subj.test_voxels[start:start + 64, r].float().to(device)[:, None], 0)
+                backbone, clip_voxels, blur = model(voxels, 0)
             reps.append((clip_voxels if clip_voxels is not None else backbone).float())
+            if blur[0] is not None:
+                blur_reps.append(blur[0].float())
         preds.append(torch.stack(reps).mean(0).cpu())
+        if blur_reps:
+            blurs.append(torch.stack(blur_reps).mean(0).cpu())
     pred = losses.flat_normalise(torch.cat(preds))
     targ = losses.flat_normalise(targets[subj.test_index[:n]])
     sim = targ @ pred.T                             # sim[i, j] = cos(image_i, brain_j)
     model.train()
-    return {"val_images": n, "val_loss_clip": float(losses.soft_clip_loss(pred, targ, 0.006)),
-            "val_image_to_brain": float(topk_matches(sim).float().mean()),
-            "val_brain_to_image": float(topk_matches(sim.T).float().mean())}
+    out = {"val_images": n, "val_loss_clip": float(losses.soft_clip_loss(pred, targ, 0.006)),
+           "val_image_to_brain": float(topk_matches(sim).float().mean()),
+           "val_brain_to_image": float(topk_matches(sim.T).float().mean())}
+    if blurs and latents is not None:   # repeats averaged, as the reconstruct stage does
+        out["val_blur_l1"] = float((torch.cat(blurs) - latents[subj.test_index[:n]].float()).abs().mean())
+    return out
 
 
 # --------------------------------------------------------------------------- state
@@ -250,17 +287,18 @@ def resume_state(path: Path, brain_cfg: BrainConfig, tc: TrainConfig, data_desc:
 
 
 def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str | Path, data_desc: dict,
-        init_from: str | Path | None = None, stop_after: int | None = None) -> dict:
+        init_from: str | Path | None = None, stop_after: int | None = None, teacher=None) -> dict:
     """Train (or resume) into ``out_dir``: last.pth, log.csv, loss_curve.png, train_stats.json.
 
     ``stop_after``: return after that many epochs in total, with the checkpoint written (to
     split a long run over several jobs; the tests use it to interrupt a run).
+    ``teacher``: the blurry branch's frozen ConvNeXt (fmri_recon.lowlevel), with ``data.lowlevel``.
     """
     from tqdm import tqdm
 
-    if brain_cfg.blurry_recon:
-        raise NotImplementedError("blurry_recon: training the low-level branch needs the SD VAE latents and the "
-                                  "ConvNeXt teacher, which this stage does not compute yet; set blurry_recon: false")
+    if brain_cfg.blurry_recon and (data.lowlevel is None or teacher is None):
+        raise ValueError("blurry_recon: true needs the low-level targets and the ConvNeXt teacher "
+                         "(the lowlevel_targets stage and lowlevel.teacher)")
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "last.pth"
     ckpt = resume_state(ckpt_path, brain_cfg, tc, data_desc)
@@ -288,21 +326,24 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
     log.info("training %s on %s (%s): %d steps/epoch, epochs %d..%d, params %s", data_desc, device,
              tc.precision, steps_per_epoch, start + 1, tc.num_epochs, counts)
     wandb = _wandb(tc, brain_cfg, data_desc)
+    teacher_aug = _teacher_on_augmented(teacher, device, accelerator.autocast) if brain_cfg.blurry_recon else None
     mixup_epochs = int(tc.mixup_pct * tc.num_epochs)
     temps = losses.cosine_anneal(0.004, 0.0075, tc.num_epochs - mixup_epochs)
     for epoch in range(start, tc.num_epochs):
         t0 = time.perf_counter()
         mixup = epoch < mixup_epochs
         temp = 0.006 if mixup else temps[epoch - mixup_epochs]
-        sums, done, skipped = {"total": 0.0, "prior": 0.0, "clip": 0.0}, 0, 0
+        sums, done, skipped = {k: 0.0 for k in LOSSES}, 0, 0
         batches = epoch_batches(data, tc, epoch)
         for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{tc.num_epochs}", unit="step")):
             if has_duplicate_images(data, batch):
                 skipped += 1
                 continue
-            for voxels, subj_idx, targets, mix in micro_batches(data, batch, tc, device, mixup):
+            for voxels, subj_idx, targets, mix, low in micro_batches(data, batch, tc, device, mixup):
+                if low is not None:
+                    low = (low[0], low[1], teacher_aug(low[2]))
                 with accelerator.accumulate(loss_model):
-                    out = loss_model(voxels, subj_idx, targets, mix, temp)
+                    out = loss_model(voxels, subj_idx, targets, mix, temp, low)
                     if not torch.isfinite(out["total"]):
                         raise FloatingPointError(f"loss is {out['total'].item()} at epoch {epoch + 1}, batch {step}")
                     accelerator.backward(out["total"])
@@ -313,16 +354,21 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
                     sums[k] += float(out[k].detach()) / tc.grad_accum
             done += 1
         val = validate(accelerator.unwrap_model(loss_model).model, data.subjects[0], data.targets,
-                       tc.val_images, device, accelerator.autocast)
+                       tc.val_images, device, accelerator.autocast,
+                       data.lowlevel.latents if data.lowlevel is not None else None)
         elapsed += time.perf_counter() - t0
         peak = max(peak, peak_memory_mb(device))
         row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "mixup": int(mixup), "temp": temp,
-               **{f"train_loss_{k}": v / max(done, 1) for k, v in sums.items()}, "skipped_batches": skipped,
+               **{f"train_loss_{k}": v / max(done, 1) for k, v in sums.items()
+                  if brain_cfg.blurry_recon or not k.startswith("blur")}, "skipped_batches": skipped,
                **val, "epoch_time_s": time.perf_counter() - t0}
         history.append(row)
         log.info("epoch %d: loss %.4f (prior %.4f, clip %.4f), val image->brain %.3f brain->image %.3f",
                  epoch + 1, row["train_loss_total"], row["train_loss_prior"], row["train_loss_clip"],
                  val["val_image_to_brain"], val["val_brain_to_image"])
+        if "val_blur_l1" in val:
+            log.info("epoch %d: blurry branch: train L1 %.4f, soft-cont %.4f; val L1 %.4f", epoch + 1,
+                     row["train_loss_blur_l1"], row["train_loss_blur_cont"], val["val_blur_l1"])
         write_log_csv(out_dir / "log.csv", history)
         if wandb is not None:
             wandb.log(row)
@@ -348,6 +394,22 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
     return stats
 
 
+LOSSES = ("total", "prior", "clip", "blur_l1", "blur_cont")
+
+
+def _teacher_on_augmented(teacher, device, autocast):
+    """images (B,3,224,224) in [0,1] -> teacher features of ``blur_augs`` of them (no gradient)."""
+    from .lowlevel import blur_augs, normalise
+
+    teacher, augs = teacher.to(device).eval().requires_grad_(False), blur_augs()
+
+    @torch.no_grad()
+    def features(images):
+        with autocast():
+            return teacher(normalise(augs(images))).float()
+    return features
+
+
 def write_log_csv(path: Path, rows: list[dict]) -> None:
     with nsd.atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -364,8 +426,9 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
 
     epochs = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for k in ("total", "prior", "clip"):
-        a.plot(epochs, [r[f"train_loss_{k}"] for r in rows], label=f"train {k}")
+    for k in LOSSES:
+        if f"train_loss_{k}" in rows[0]:
+            a.plot(epochs, [r[f"train_loss_{k}"] for r in rows], label=f"train {k}")
     a.set_yscale("log")
     a.set_xlabel("epoch")
     a.set_title("training losses")

@@ -1,4 +1,5 @@
-"""What training holds in memory: the voxels of the chosen sessions and their cached CLIP targets.
+"""What training holds in memory: the voxels of the chosen sessions and their cached CLIP targets
+(and, for the blurry branch, the cached low-level targets and the train images).
 
 Voxels of every train trial and of the test set are read once (sorted unique rows, never the
 whole betas file); targets come from the ``targets`` stage's cache, so training never runs
@@ -32,14 +33,41 @@ class SubjectData:
 
 
 @dataclass
+class LowLevelData:
+    """The blurry branch's targets (rows as ``TrainData.targets``) and the train images, which
+    the teacher sees augmented at every step. Images are held in memory (fp16, 0.3 MB each: about
+    3 GB for 40 sessions of one subject), read once with sorted unique indices."""
+    latents: torch.Tensor         # (U, 4, 28, 28) float16: VAE latents (x 0.18215)
+    teacher: torch.Tensor         # (U, 49, 512) float16: teacher features of the unaugmented images
+    image_ids: np.ndarray         # (T,) sorted ids of the train images
+    images: torch.Tensor          # (T, 3, 224, 224) float16 in [0, 1]
+
+    def images_of(self, ids: np.ndarray) -> torch.Tensor:
+        return self.images[np.searchsorted(self.image_ids, ids)]
+
+
+@dataclass
 class TrainData:
     subjects: list[SubjectData]
     targets: torch.Tensor         # (U, S, E) float16: every image any subject uses, once
     image_ids: np.ndarray         # (U,) sorted ids of the rows of ``targets``
+    lowlevel: LowLevelData | None = None
 
 
-def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targets_path) -> TrainData:
-    """Read the voxels of ``subjects`` (first ``num_sessions`` sessions) and their targets."""
+def load_lowlevel(data_dir, cache_path, ids: np.ndarray, train_ids: np.ndarray) -> LowLevelData:
+    """The low-level targets of ``ids`` from the ``lowlevel_targets`` cache, and the train images."""
+    cache = TargetCache(cache_path)
+    train_ids = np.unique(train_ids)
+    images = np.concatenate([nsd.read_images(data_dir, train_ids[i:i + 256]) for i in range(0, len(train_ids), 256)])
+    return LowLevelData(latents=torch.from_numpy(cache.get(ids, "latents")),
+                        teacher=torch.from_numpy(cache.get(ids, "teacher")),
+                        image_ids=train_ids, images=torch.from_numpy(images).half())
+
+
+def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targets_path,
+         lowlevel_path=None) -> TrainData:
+    """Read the voxels of ``subjects`` (first ``num_sessions`` sessions) and their targets
+    (with ``lowlevel_path``, the blurry branch's too)."""
     splits = [nsd.open_split(data_dir, s, num_sessions, new_test) for s in subjects]
     ids = np.unique(np.concatenate([sp.all_images() for sp in splits]))
     cache = TargetCache(targets_path)
@@ -57,4 +85,7 @@ def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targe
             test_index=torch.from_numpy(np.searchsorted(ids, sp.test_images)),
             test_images=sp.test_images,
         ))
-    return TrainData(out, targets, ids)
+    lowlevel = None
+    if lowlevel_path is not None:
+        lowlevel = load_lowlevel(data_dir, lowlevel_path, ids, np.concatenate([s.image_ids for s in out]))
+    return TrainData(out, targets, ids, lowlevel)

@@ -14,7 +14,8 @@ p = snakemake.params
 device, dtype = clip_targets.resolve_device(p.device)
 git = GitCaptioner.from_pretrained(snakemake.input.git, device=device, dtype=dtype)
 ids = np.unique(np.concatenate([nsd.open_split(p.data_dir, s, n, p.new_test).all_images() for s, n in p.runs]))
-n = clip_targets.write_cache(ids, p.data_dir, snakemake.output[0], lambda x: git.image_features(x.to(device)),
-                             git.feature_shape, {"model": "GIT image encoder", "weights": snakemake.input.git},
+n = clip_targets.write_cache(ids, p.data_dir, snakemake.output[0],
+                             lambda x: {"tokens": git.image_features(x.to(device))}, {"tokens": git.feature_shape},
+                             {"model": "GIT image encoder", "weights": snakemake.input.git},
                              batch_size=32, desc="GIT features")
 log.info("GIT features of %d images %s", n, git.feature_shape)

@@ -70,7 +70,7 @@ def test_cache_holds_each_image_once_keyed_by_id(weights, images_dir, tmp_path):
     want = ct.encode_tokens(visual, ct.preprocess(imgs, 224)).numpy()
     np.testing.assert_allclose(got[[0, 1]].astype(np.float32), want, rtol=2e-3, atol=2e-3)
     np.testing.assert_array_equal(got[0], got[2])
-    with pytest.raises(KeyError, match=r"no targets for image ids \[7\]"):
+    with pytest.raises(KeyError, match=r"no tokens for image ids \[7\]"):
         cache.get(np.array([2, 7]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.hdf5"]
 
