@@ -3,6 +3,7 @@
     python bench/bench_train.py                      # demo-sized model on the demo data
     python bench/bench_train.py --lite               # upstream's lite config: parameter counts only
     python bench/bench_train.py --hidden-dim 1024 --seq 256 --emb 1664 --voxels 15724 --steps 5
+    python bench/bench_train.py --blurry tiny        # with the blurry branch (tiny | xlarge teacher)
 
 Synthetic voxels and targets of the requested shapes (timing does not depend on values);
 the run goes through fmri_recon.train.run, so it measures the real training step.
@@ -30,7 +31,7 @@ def lite_counts() -> dict:
 def bench(args) -> dict:
     from fmri_recon import train
     from fmri_recon.models import BrainConfig
-    from fmri_recon.train_data import SubjectData, TrainData
+    from fmri_recon.train_data import LowLevelData, SubjectData, TrainData
 
     n = args.batch_size * args.steps
     g = torch.Generator().manual_seed(0)
@@ -39,13 +40,22 @@ def bench(args) -> dict:
                        np.arange(8, n + 8), torch.randn(8, 3, args.voxels, generator=g).half(), torch.arange(8),
                        np.arange(8))
     cfg = BrainConfig(num_voxels=[args.voxels], hidden_dim=args.hidden_dim, n_blocks=4, clip_seq_dim=args.seq,
-                      clip_emb_dim=args.emb, prior_depth=args.prior_depth, prior_dim_head=args.prior_dim_head)
+                      clip_emb_dim=args.emb, prior_depth=args.prior_depth, prior_dim_head=args.prior_dim_head,
+                      blurry_recon=args.blurry is not None)
+    data, teacher = TrainData([subj], targets, np.arange(n + 8)), None
+    if args.blurry:
+        from fmri_recon import lowlevel
+
+        teacher = lowlevel.build_teacher(tiny=args.blurry == "tiny").eval().requires_grad_(False)
+        data.lowlevel = LowLevelData(torch.randn(n + 8, 4, 28, 28, generator=g).half(),
+                                     torch.randn(n + 8, 49, 512, generator=g).half(), np.arange(n + 8),
+                                     torch.rand(n + 8, 3, 224, 224, generator=g).half())
     tc = train.TrainConfig(num_epochs=2, batch_size=args.batch_size, grad_accum=args.grad_accum,
                            precision=args.precision, ckpt_interval=100, val_images=8, device=args.device,
                            deepspeed_offload=args.deepspeed, mixup_pct=0.5)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        stats = train.run(TrainData([subj], targets, np.arange(n + 8)), cfg, tc, tmp, {"bench": True})
+        stats = train.run(data, cfg, tc, tmp, {"bench": True}, teacher=teacher)
         wall = time.perf_counter() - t0
     epoch_s = stats["final"]["epoch_time_s"]          # the second epoch: warmed up; includes validation
     return {"samples_per_s": n / epoch_s, "epoch_s": epoch_s, "run_s": wall,
@@ -67,6 +77,7 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--deepspeed", action="store_true")
+    ap.add_argument("--blurry", choices=["tiny", "xlarge"], help="with the blurry branch and this ConvNeXt teacher")
     args = ap.parse_args()
     counts = lite_counts()
     print("lite config (h=1024, bigG 256x1664, no blurry, V=15724): " +

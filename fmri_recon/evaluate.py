@@ -58,13 +58,21 @@ def measured_voxels(data_dir, subject: int, num_sessions: int, new_test: bool) -
     return vox.reshape(len(split.test_images), 3, -1).mean(1)
 
 
+def blend_blurry(enhanced: torch.Tensor, blurry: torch.Tensor, weight: float) -> torch.Tensor:
+    """The refined images as upstream scores them: ``weight * enhanced + (1 - weight) * blurry``
+    at 256x256 (weight 1: no blending)."""
+    if weight >= 1:
+        return enhanced
+    return image_metrics.blend(image_metrics.resize_256(enhanced), image_metrics.resize_256(blurry), weight)
+
+
 def score_images(images: dict[str, torch.Tensor], gt: torch.Tensor, models: dict, gnet=None, subject: int = 1,
                  measured=None, masks=None, device="cpu") -> tuple[dict, dict]:
     """Image metrics and brain correlation of each stage's images against the ground truth."""
-    image, brain = {}, {}
+    image, brain, gt_features = {}, {}, {}      # ground-truth features: computed once for all stages
     for stage, rec in images.items():
         log.info("scoring %s (%d images)", stage, len(rec))
-        image[stage] = image_metrics.image_metrics(gt, rec, models, device=device)
+        image[stage] = image_metrics.image_metrics(gt, rec, models, device=device, gt_features=gt_features)
         if gnet is not None:
             pred = brain_metrics.predict_voxels(gnet, image_metrics.resize_256(rec), subject, device=device)
             brain[stage] = brain_metrics.brain_correlation(pred, torch.from_numpy(measured), masks)

@@ -187,12 +187,13 @@ def save_random(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- targets cache
 def build_cache(image_ids: np.ndarray, data_dir: str | Path, vae_path, teacher_path, out_path, *,
-                tiny: bool = False, device="cpu", dtype=torch.float32, batch_size: int = 32) -> dict:
+                tiny_vae: bool = False, tiny_teacher: bool = False, device="cpu", dtype=torch.float32,
+                batch_size: int = 32) -> dict:
     """VAE latents and teacher features of every image, computed once (layout: module docstring)."""
     from .clip_targets import write_cache
 
-    vae = load_vae(vae_path, tiny, device, dtype)
-    teacher = load_teacher(teacher_path, tiny, device, dtype)
+    vae = load_vae(vae_path, tiny_vae, device, dtype)
+    teacher = load_teacher(teacher_path, tiny_teacher, device, dtype)
 
     def encode(images):
         images = images.to(device=device, dtype=dtype)
@@ -201,7 +202,8 @@ def build_cache(image_ids: np.ndarray, data_dir: str | Path, vae_path, teacher_p
                              f"{IMAGE_SIZE}x{IMAGE_SIZE} (coco_images_224_float16.hdf5)")
         return {"latents": encode_latents(vae, images), "teacher": teacher(normalise(images))}
 
-    attrs = {"vae": Path(vae_path).name, "teacher": Path(teacher_path).name, "tiny": tiny,
+    attrs = {"vae": Path(vae_path).name, "teacher": Path(teacher_path).name, "tiny_vae": tiny_vae,
+             "tiny_teacher": tiny_teacher,
              "vae_scale": VAE_SCALE}
     shapes = {"latents": LATENT_SHAPE, "teacher": (TEACHER_TOKENS, TEACHER_DIM)}
     n = write_cache(image_ids, data_dir, out_path, encode, shapes, attrs, batch_size, "low-level targets")

@@ -59,6 +59,25 @@ def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int = 20,
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+@torch.no_grad()
+def blurry_recons(model, test_voxels: torch.Tensor, vae, *, batch_size: int = 16, device="cpu") -> torch.Tensor:
+    """(n,3,256,256) in [0,1]: the blurry branch's latents of the three repeats averaged (spec
+    §3.2), decoded by the VAE (§3.5) and resized like the other reconstructions."""
+    from .lowlevel import decode_latents
+
+    if not model.cfg.blurry_recon:
+        raise ValueError("this brain model has no blurry branch (blurry_recon: false)")
+    model = model.to(device).eval()
+    out = []
+    for start in range(0, len(test_voxels), batch_size):
+        chunk = test_voxels[start:start + batch_size].float().to(device)
+        latents = torch.stack([model(chunk[:, r][:, None], 0)[2][0] for r in range(chunk.shape[1])]).mean(0)
+        images = decode_latents(vae, latents)
+        out.append(torch.nn.functional.interpolate(images.cpu(), size=(256, 256), mode="bilinear",
+                                                   antialias=True).clamp(0, 1))
+    return torch.cat(out)
+
+
 def settings_key(settings: dict) -> str:
     """A short fingerprint of what the outputs depend on (names the progress folder)."""
     import json

@@ -51,7 +51,8 @@ def subject_sessions(clip=None):
 
 
 def needed_files(subjects=None):
-    """The hub files this config reads (of `subjects` only, if given), relative to data_dir."""
+    """The hub files this config reads (of `subjects` only, if given), relative to data_dir.
+    Model files of the dataset repo (data:...) are included when `subjects` is None."""
     files = set()
     for s, n in subject_sessions().items():
         if subjects is None or s in subjects:
@@ -59,9 +60,42 @@ def needed_files(subjects=None):
     if subjects is None:     # model and mask files of the dataset repo the later stages read
         ev = config.get("evaluate", {})
         files.add(ev.get("masks", nsd.MASKS_FILE))
-        files.update(spec[len("data:"):] for spec in (DECODER["weights"], ev.get("gnet", "random"))
-                     if spec.startswith("data:"))
+        specs = [DECODER["weights"], ev.get("gnet", "random")]
+        if blurry_experiments():
+            specs += [LOWLEVEL["vae"], LOWLEVEL["teacher"]]
+        files.update(spec[len("data:"):] for spec in specs if spec.startswith("data:"))
     return sorted(files)
+
+
+# --------------------------------------------------------------------------- blurry branch
+LOWLEVEL = config.get("lowlevel", {})
+
+
+def blurry_experiments():
+    return [e for e in config["experiments"] if experiment(e).get("blurry_recon", False)]
+
+
+def has_blurry(name):
+    return name in blurry_experiments()
+
+
+def lowlevel_weights(kind):
+    """The file of the blurry branch's `vae` or `teacher`: random (tiny), data: or file:."""
+    spec = LOWLEVEL[kind]
+    if spec == "random":
+        return f"{WEIGHTS}/random/lowlevel/{kind}.pth"
+    if spec.startswith("data:"):
+        return data_path(spec[len("data:"):])
+    return spec[len("file:"):]
+
+
+def lowlevel_sessions():
+    """{subject: sessions} the experiments with the blurry branch read."""
+    out = {}
+    for name in blurry_experiments():
+        for s in experiment(name)["subjects"]:
+            out[s] = max(out.get(s, 0), experiment(name)["num_sessions"])
+    return out
 
 
 # --------------------------------------------------------------------------- decoding stages
@@ -133,6 +167,9 @@ def train_inputs(w):
     }
     if exp.get("init_from"):
         inputs["init"] = train_stats(exp["init_from"])
+    if exp.get("blurry_recon", False):
+        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=lowlevel_weights("teacher"),
+                      lowlevel_code=code("lowlevel.py"))   # only these trainings run it
     return inputs
 
 
@@ -164,6 +201,8 @@ def evaluate_inputs(w):
     if not name.startswith(UPPER):
         inputs.update(enhanced=evals_file(name, "enhancedrecons"), clipvoxels=evals_file(name, "clipvoxels"),
                       predcaptions=evals_file(name, "predcaptions"), train=train_stats(name))
+    if has_blurry(name):
+        inputs["blurry"] = evals_file(name, "blurryrecons")
     if ev.get("nets", "pretrained") == "pretrained":
         inputs["nets"] = [f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")]
     if ev.get("clip_weights", "random") != "random":

@@ -89,3 +89,36 @@ rule reconstruct:
         f"{ENVS}/reconstruct.yaml"
     script:
         "../scripts/reconstruct.py"
+
+
+# The blurry branch's reconstructions: its latents (averaged over repeats) through the SD VAE.
+rule blurry:
+    input:
+        code=code("reconstruct.py", "lowlevel.py", "checkpoint.py"),
+        train=train_stats("{name}"),
+        vae=lowlevel_weights("vae"),
+        summary=subject_summary(),
+        betas=data_path(nsd.betas_file(SUBJECT)),
+    output:
+        evals_file("{name}", "blurryrecons"),
+    params:
+        tiny_vae=LOWLEVEL.get("vae") == "random",
+        precision=LOWLEVEL.get("precision", "auto"),
+        device=LOWLEVEL.get("device", "auto"),
+        data_dir=lambda w, input: os.path.dirname(input.betas),
+        subject=SUBJECT,
+        num_sessions=config["num_sessions"],
+        new_test=config["new_test"],
+    log:
+        "logs/blurry/{name}.log",
+    benchmark:
+        "benchmarks/blurry/{name}.tsv"
+    resources:
+        mem_mb=LOWLEVEL.get("mem_mb", 32000),
+        runtime=LOWLEVEL.get("runtime", 120),
+        gpu=1,
+    threads: 2
+    conda:
+        f"{ENVS}/train.yaml"
+    script:
+        "../scripts/blurry.py"

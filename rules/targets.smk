@@ -30,3 +30,37 @@ rule targets:
         f"{ENVS}/targets.yaml"
     script:
         "../scripts/targets.py"
+
+
+# The blurry branch's targets: SD VAE latents and ConvNeXt teacher features of every image the
+# blurry experiments read, computed once (upstream recomputes both at every training step).
+rule lowlevel_targets:
+    input:
+        code=code("nsd.py", "clip_targets.py", "lowlevel.py"),
+        summaries=lambda w: [subject_summary(s) for s in lowlevel_sessions()],
+        tars=lambda w: [data_path(f) for f in needed_files(lowlevel_sessions()) if f.endswith(".tar")],
+        images=data_path(nsd.IMAGES_FILE),
+        vae=lowlevel_weights("vae"),
+        teacher=lowlevel_weights("teacher"),
+    output:
+        "cache/lowlevel_targets.hdf5",
+    params:
+        settings=as_param({k: LOWLEVEL[k] for k in ("vae", "teacher", "precision")}),
+        data_dir=lambda w, input: os.path.dirname(input.images),
+        runs=lambda w: sorted(lowlevel_sessions().items()),
+        new_test=config["new_test"],
+        batch_size=LOWLEVEL["batch_size"],
+        device=LOWLEVEL["device"],
+    log:
+        "logs/lowlevel_targets.log",
+    benchmark:
+        "benchmarks/lowlevel_targets.tsv"
+    resources:
+        mem_mb=LOWLEVEL["mem_mb"],
+        runtime=LOWLEVEL["runtime"],
+        gpu=1,
+    threads: 2
+    conda:
+        f"{ENVS}/train.yaml"
+    script:
+        "../scripts/lowlevel_targets.py"

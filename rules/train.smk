@@ -21,6 +21,7 @@ rule train:
         experiment=lambda w: fmri_experiment.train_params(config, w.experiment),
         device=lambda w: experiment(w.experiment).get("device", "auto"),
         wandb=lambda w: experiment(w.experiment).get("wandb", False),
+        tiny_teacher=LOWLEVEL.get("teacher") == "random",
         data_dir=DATA,
         out_dir=lambda w, output: os.path.dirname(output.stats),
     log:

@@ -121,3 +121,24 @@ rule random_model:
         f"{ENVS}/reconstruct.yaml"
     script:
         "../scripts/random_model.py"
+
+
+# The blurry branch's frozen models as tiny random ones, in upstream's file formats (demo, tests).
+rule random_lowlevel:
+    output:
+        vae=f"{WEIGHTS}/random/lowlevel/vae.pth",
+        teacher=f"{WEIGHTS}/random/lowlevel/teacher.pth",
+    params:
+        seed=0,
+    log:
+        "logs/random_lowlevel.log",
+    benchmark:
+        "benchmarks/random_lowlevel.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    threads: 1
+    conda:
+        f"{ENVS}/train.yaml"
+    script:
+        "../scripts/random_lowlevel.py"

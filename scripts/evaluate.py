@@ -19,6 +19,9 @@ device = "cuda" if p.device == "auto" and torch.cuda.is_available() else ("cpu" 
 gt = evaluate.load_pt(inp.gt_images).float()
 recons = evaluate.load_pt(inp.recons).float()
 images = {"upper_bound": recons} if p.upper_bound else {"recon": recons, "enhanced": evaluate.load_pt(inp.enhanced).float()}
+if "blurry" in inp.keys():      # upstream scores the refined images blended with the blurry ones
+    images["blurry"] = evaluate.load_pt(inp.blurry).float()
+    images["enhanced"] = evaluate.blend_blurry(images["enhanced"], images["blurry"], ev.get("blend_blurry", 0.75))
 
 nets = "random" if ev.get("nets") == "random" else {
     "alexnet2": inp.nets[0], "alexnet5": inp.nets[0], "inception": inp.nets[1], "efficientnet": inp.nets[2],

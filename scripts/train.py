@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fmri_recon import runlog, train, train_data
+from fmri_recon import lowlevel, runlog, train, train_data
 from fmri_recon.experiment import MODEL_KEYS
 from fmri_recon.models import BrainConfig
 
@@ -15,13 +15,19 @@ log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 exp = json.loads(p.experiment)
-data = train_data.load(p.data_dir, exp["subjects"], exp["num_sessions"], exp["new_test"], snakemake.input.targets)
+inp = snakemake.input
+blurry = "lowlevel" in inp.keys()
+data = train_data.load(p.data_dir, exp["subjects"], exp["num_sessions"], exp["new_test"], inp.targets,
+                       lowlevel_path=inp.lowlevel if blurry else None)
+teacher = lowlevel.load_teacher(inp.teacher, tiny=p.tiny_teacher) if blurry else None
 model_keys = {k: exp[k] for k in MODEL_KEYS if k in exp}
 brain = BrainConfig(num_voxels=[s.num_voxels for s in data.subjects], clip_seq_dim=exp["clip"]["seq_dim"],
                     clip_emb_dim=exp["clip"]["emb_dim"], **model_keys)
 tc = train.TrainConfig.from_dict({**exp, "device": p.device, "wandb": p.wandb})
-init = Path(snakemake.input.init).parent / "last.pth" if "init" in snakemake.input.keys() else None
+init = Path(inp.init).parent / "last.pth" if "init" in inp.keys() else None
 desc = {"subjects": exp["subjects"], "num_sessions": exp["num_sessions"], "clip": exp["clip"],
         "num_voxels": brain.num_voxels, "init_from": str(init) if init else None}
-stats = train.run(data, brain, tc, p.out_dir, desc, init_from=init)
+if blurry:
+    desc["lowlevel"] = {"targets": inp.lowlevel, "teacher": inp.teacher}
+stats = train.run(data, brain, tc, p.out_dir, desc, init_from=init, teacher=teacher)
 log.info("finished: %s", json.dumps(stats["final"]))

@@ -10,7 +10,7 @@ from conftest import snakemake
 from fmri_recon import nsd
 
 pytestmark = pytest.mark.e2e
-EXPERIMENTS = ("lite_bigG", "seed_vitb32", "residual_bigG")
+EXPERIMENTS = ("lite_bigG", "seed_vitb32", "residual_bigG", "blurry_bigG")
 UPPER = ("upper_bound_bigG", "upper_bound_vitb32")
 TOKENS = {"bigG": (256, 64), "vitb32": (49, 48)}
 
@@ -51,7 +51,8 @@ def test_vitb32_predictions_reach_the_decoder_through_a_converter(demo_run):
 def test_metrics_table_has_every_experiment_and_stage(demo_run):
     rows = list(csv.DictReader(open(demo_run / "tables/metrics.csv")))
     got = {(r["experiment"], r["stage"]) for r in rows}
-    assert got == {(e, s) for e in EXPERIMENTS for s in ("recon", "enhanced")} | {(u, "upper_bound") for u in UPPER}
+    assert got == ({(e, s) for e in EXPERIMENTS for s in ("recon", "enhanced")} | {("blurry_bigG", "blurry")}
+                   | {(u, "upper_bound") for u in UPPER})
     for r in rows:
         assert r["n_test_images"] == "50"                          # two-way identification over all test images
         for key in ("pixcorr", "ssim", "alexnet2", "alexnet5", "inception", "clip", "efficientnet", "swav",
@@ -71,3 +72,32 @@ def test_pictures_and_report(demo_run):
     snakemake(demo_run, "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
     assert "metrics.csv" in html and "loss_curve.png" in html
+
+
+def test_blurry_branch_predicts_the_images_latents(demo_run):
+    """The demo's voxels encode an 8x8 thumbnail of each image, so the blurry branch can predict the
+    low-level content of test images it never saw: its latents identify their image (two-way, chance
+    0.5) and their L1 beats the best constant guess (the mean latent of the train images). Most of
+    a random VAE's latent is texture no voxel carries, hence the small L1 margin."""
+    import h5py
+
+    blurry = load(demo_run, "blurry_bigG", "blurryrecons")
+    assert blurry.shape == (50, 3, 256, 256) and blurry.dtype == torch.float32
+    assert 0 <= float(blurry.min()) and float(blurry.max()) <= 1
+    assert not (demo_run / "evals/lite_bigG/lite_bigG_all_blurryrecons.pt").exists()   # no branch, no file
+    split = nsd.open_split(demo_run / "data", 1, 1)
+    with h5py.File(demo_run / "cache/lowlevel_targets.hdf5") as f:
+        ids, latents = f["image_ids"][:], f["latents"][:].astype(np.float32)
+    test = latents[np.searchsorted(ids, split.test_images)]
+    mean_guess = float(np.abs(test - latents[np.searchsorted(ids, np.unique(split.train_images))].mean(0)).mean())
+    last = list(csv.DictReader(open(demo_run / "train_logs/blurry_bigG/log.csv")))[-1]
+    assert int(last["val_images"]) == 50 and float(last["val_blur_2way"]) >= 0.7, last
+    assert float(last["val_blur_l1"]) < 0.98 * mean_guess, (last, mean_guess)
+    assert float(last["train_loss_blur_cont"]) > 0
+
+
+def test_refined_images_are_scored_blended_with_the_blurry_ones(demo_run):
+    rows = {r["stage"]: r for r in csv.DictReader(open(demo_run / "tables/blurry_bigG.csv"))}
+    assert set(rows) == {"recon", "enhanced", "blurry"}
+    assert rows["blurry"]["pixcorr"] != rows["enhanced"]["pixcorr"] != rows["recon"]["pixcorr"]
+    assert rows["blurry"]["image_to_brain"] == rows["recon"]["image_to_brain"]    # a property of the brain model

@@ -78,7 +78,7 @@ def test_blur_augs_draw_per_image():
 def test_cache_holds_latents_and_teacher_features_by_image_id(weights, images_dir, tmp_path):
     out = tmp_path / "ll.hdf5"
     info = lowlevel.build_cache(np.array([4, 1, 4]), images_dir, weights["vae"], weights["teacher"], out,
-                                tiny=True, batch_size=1)
+                                tiny_vae=True, tiny_teacher=True, batch_size=1)
     assert info["images"] == 2
     cache = TargetCache(out)
     imgs = torch.from_numpy(nsd.read_images(images_dir, np.array([4]))).float()
@@ -132,7 +132,7 @@ def test_blurry_branch_fits_its_targets(weights, tmp_path):
     history = checkpoint.read(tmp_path / "last.pth")["history"]
     assert history[-1]["train_loss_blur_l1"] < 0.6 * history[0]["train_loss_blur_l1"]
     assert history[-1]["train_loss_blur_cont"] < history[0]["train_loss_blur_cont"] - 0.05
-    assert all(np.isfinite(r["val_blur_l1"]) for r in history)
+    assert all(np.isfinite(r["val_blur_l1"]) and 0 <= r["val_blur_2way"] <= 1 for r in history)
     assert stats["final"]["val_brain_to_image"] >= 0.2      # the CLIP part learns alongside (chance 0.1)
     assert "train_loss_blur_l1" in (tmp_path / "log.csv").read_text().splitlines()[0]
 
@@ -151,3 +151,33 @@ def test_blurry_run_resumes_to_the_same_weights(weights, tmp_path):
 def test_blurry_branch_needs_its_targets(tmp_path):
     with pytest.raises(ValueError, match="blurry_recon: true needs the low-level targets"):
         train.run(fake_data(), tiny_cfg(blurry_recon=True), tiny_tc(), tmp_path, {"subjects": [1]})
+
+
+# --------------------------------------------------------------------------- decoding and scoring
+def test_blurry_recons_decode_the_latents_averaged_over_repeats(weights):
+    from fmri_recon import reconstruct
+    from fmri_recon.models import MindEyeModel
+
+    torch.manual_seed(0)
+    model = MindEyeModel(tiny_cfg(blurry_recon=True)).eval()
+    vae = lowlevel.load_vae(weights["vae"], tiny=True)
+    voxels = torch.randn(3, 3, 30)
+    got = reconstruct.blurry_recons(model, voxels, vae, batch_size=2)
+    assert got.shape == (3, 3, 256, 256) and got.dtype == torch.float32
+    with torch.no_grad():
+        latents = torch.stack([model(voxels[:, r][:, None], 0)[2][0] for r in range(3)]).mean(0)
+        want = torch.nn.functional.interpolate(lowlevel.decode_latents(vae, latents), size=(256, 256),
+                                               mode="bilinear", antialias=True).clamp(0, 1)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)      # batches of 2 vs 3: rounding
+    with pytest.raises(ValueError, match="no blurry branch"):
+        reconstruct.blurry_recons(MindEyeModel(tiny_cfg()), voxels, vae)
+
+
+def test_enhanced_images_are_scored_blended_three_to_one():
+    from fmri_recon.evaluate import blend_blurry
+
+    enhanced, blurry = torch.full((2, 3, 256, 256), 0.8), torch.full((2, 3, 256, 256), 0.4)
+    torch.testing.assert_close(blend_blurry(enhanced, blurry, 0.75), torch.full((2, 3, 256, 256), 0.7))
+    assert blend_blurry(enhanced, blurry, 1.0) is enhanced
+    small = torch.full((2, 3, 224, 224), 0.4)                  # resized to 256 first, as upstream
+    assert blend_blurry(enhanced, small, 0.5).shape == (2, 3, 256, 256)

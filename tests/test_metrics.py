@@ -178,6 +178,19 @@ def test_all_nets_identical_images_score_perfectly(effnet):
     assert M.extract("efficientnet", effnet, M.resize_256(x)).shape == (2, 1280)
 
 
+def test_ground_truth_features_are_computed_once_per_experiment():
+    calls = []
+    def clip(z):
+        calls.append(len(z))
+        return z[:, :, ::16, ::16].flatten(1)
+    gt, a, b = (smooth_images(3, size=32, seed=s) for s in (1, 2, 3))
+    memo = {}
+    first = M.image_metrics(gt, a, {"clip": clip}, gt_features=memo)
+    second = M.image_metrics(gt, b, {"clip": clip}, gt_features=memo)
+    assert calls == [3, 3, 3] and set(memo) == {"clip"}        # gt, a, then only b
+    assert first == M.image_metrics(gt, a, {"clip": clip}) and second == M.image_metrics(gt, b, {"clip": clip})
+
+
 def test_inception_features():
     inception = M.build_feature_model("inception", None)
     x = M.resize_256(smooth_images(2, size=32, seed=10))

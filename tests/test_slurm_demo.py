@@ -22,7 +22,7 @@ pytestmark = [
                                                "run .ci/install-slurm.sh"),
     pytest.mark.skipif(os.geteuid() != 0, reason="the test SLURM cluster needs root"),
 ]
-GPU_RULES = ("targets", "git_features", "train", "reconstruct", "refine", "evaluate")
+GPU_RULES = ("targets", "lowlevel_targets", "git_features", "train", "blurry", "reconstruct", "refine", "evaluate")
 
 
 def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
@@ -48,7 +48,7 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
         assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
         history = cluster.jobs_history()
     print(f"demo DAG through SLURM: {wall:.0f} s, {len(history)} SLURM jobs")
-    assert (work / "tables/metrics.csv").read_text().count("\n") >= 7     # header + 3x2 stages + upper bounds
+    assert (work / "tables/metrics.csv").read_text().count("\n") == 12    # header + 4x2 stages + blurry + 2 upper bounds
     by_rule: dict[str, list] = {}
     for job in history:
         by_rule.setdefault((job["comment"] or "").split("_wildcards")[0].removeprefix("rule_"), []).append(job)
@@ -57,7 +57,7 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
         assert jobs, f"no SLURM job for rule {rule}: {sorted(by_rule)}"
         for job in jobs:
             assert job["state"] == "COMPLETED" and job["gpus"] == 1 and job["job_gres"] == "gpu:1", job
-    assert len(by_rule["train"]) == 3 and len(by_rule["reconstruct"]) == 5
-    for job in by_rule["check_data"] + by_rule["metrics_table"]:
+    assert len(by_rule["train"]) == 4 and len(by_rule["reconstruct"]) == 6 and len(by_rule["blurry"]) == 1
+    for job in by_rule["check_data"] + by_rule["random_lowlevel"] + by_rule["metrics_table"]:
         assert job["gpus"] == 0 and job["job_gres"] is None, job
     assert not any(cluster.alive().values())

@@ -53,7 +53,8 @@ def test_reordered_config_keys_rerun_nothing(demo_run, tmp_path):
 
 @pytest.mark.parametrize("module, rules", [
     ("refine.py", {"refine", "evaluate", "metrics_table"}),
-    ("losses.py", {"train", "reconstruct", "refine", "evaluate", "metrics_table"}),
+    ("losses.py", {"train", "blurry", "reconstruct", "refine", "evaluate", "metrics_table"}),
+    ("lowlevel.py", {"lowlevel_targets", "train", "blurry", "reconstruct", "refine", "evaluate", "metrics_table"}),
 ])
 def test_editing_package_code_reruns_the_stages_that_use_it(demo_run, module, rules):
     # A real edit: Snakemake ignores a file that was only touched (same checksum, newer mtime).

@@ -14,7 +14,7 @@ import pytest
 from conftest import DEMO, REPO
 from fmri_recon import checkpoint
 
-EXPERIMENTS = ("lite_bigG", "seed_vitb32", "residual_bigG")
+EXPERIMENTS = ("lite_bigG", "seed_vitb32", "residual_bigG", "blurry_bigG")
 
 
 @pytest.mark.e2e

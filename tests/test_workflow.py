@@ -24,8 +24,12 @@ def test_real_config_downloads_exactly_what_it_needs(tmp_path):
     expected = ["betas_all_subj01_fp32_renorm.hdf5", "coco_images_224_float16.hdf5", "evals/all_captions.pt",
                 "evals/all_git_generated_captions.pt", "evals/all_images.pt", "wds/subj01/new_test/0.tar",
                 "wds/subj01/train/0.tar"]
-    models = ["brain_region_masks.hdf5", "gnet_multisubject.pt", "unclip6_epoch0_step110000.ckpt"]  # later stages
+    models = ["brain_region_masks.hdf5", "gnet_multisubject.pt", "unclip6_epoch0_step110000.ckpt",  # later stages
+              "sd_image_var_autoenc.pth", "convnext_xlarge_alpha0.75_fullckpt.pth"]            # blurry branch
     assert one == sorted(f"data/mindeyev2/{f}" for f in expected + models)
+    no_blurry = planned_downloads(tmp_path, experiments={"blurry_bigG": {"blurry_recon": False}})
+    assert sorted(set(one) - set(no_blurry)) == ["data/mindeyev2/convnext_xlarge_alpha0.75_fullckpt.pth",
+                                                 "data/mindeyev2/sd_image_var_autoenc.pth"]
     three = planned_downloads(tmp_path, num_sessions=3)
     assert sorted(set(three) - set(one)) == ["data/mindeyev2/wds/subj01/train/1.tar",
                                              "data/mindeyev2/wds/subj01/train/2.tar"]
@@ -70,6 +74,7 @@ def foreign_config(data):
             "num_sessions": foreign_dataset.SESSIONS, "weights_dir": "weights", "clip_models": TINY_CLIP,
             "targets": {"device": "cpu"}, "decoder": {"weights": "random", "device": "cpu"},
             "captions": {"weights": "random"}, "refine": {"base": "random", "device": "cpu"},
+            "lowlevel": {"vae": "random", "teacher": "random"},
             "evaluate": {"gnet": "random", "nets": "random", "clip_weights": "random"}}
 
 

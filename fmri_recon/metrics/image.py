@@ -383,7 +383,8 @@ def extract(net_name: str, model: Callable[[torch.Tensor], Any], images: torch.T
 
 
 def image_metrics(gt: torch.Tensor, rec: torch.Tensor, models: Mapping[str, Any] | None = None,
-                  *, batch_size: int = 32, device: str | torch.device | None = None) -> dict[str, float]:
+                  *, batch_size: int = 32, device: str | torch.device | None = None,
+                  gt_features: dict | None = None) -> dict[str, float]:
     """All of section 5's image metrics for which a model is given.
 
     ``gt`` and ``rec`` are ``(N,3,H,W)`` in ``[0,1]``; both are brought to 256x256 with
@@ -393,9 +394,12 @@ def image_metrics(gt: torch.Tensor, rec: torch.Tensor, models: Mapping[str, Any]
     holds it (a feature extractor, or for ``clip`` an ``encode_image`` callable).
     Two-way identification scores are fractions in [0, 1] (higher is better); ``efficientnet``
     and ``swav`` are mean correlation distances (lower is better).  Keys follow
-    :data:`METRIC_KEYS` order.
+    :data:`METRIC_KEYS` order.  ``gt_features``: a dict kept by the caller across calls with
+    the same ``gt`` (several image sets of one experiment); the ground truth's features are
+    computed once and stored in it by metric name.
     """
     models = dict(models or {})
+    gt_features = {} if gt_features is None else gt_features
     unknown = set(models) - set(FEATURE_NETS)
     if unknown:
         raise ValueError(f"unknown metric model(s) {sorted(unknown)}; expected some of {sorted(FEATURE_NETS)}")
@@ -407,7 +411,9 @@ def image_metrics(gt: torch.Tensor, rec: torch.Tensor, models: Mapping[str, Any]
         if model is None:
             continue
         spec = FEATURE_NETS[key]
-        g = extract(key, model, gt, batch_size, device=device)
+        if key not in gt_features:
+            gt_features[key] = extract(key, model, gt, batch_size, device=device)
+        g = gt_features[key]
         r = extract(key, model, rec, batch_size, device=device)
         out[key] = two_way_identification(g, r) if spec.score == "two_way" else correlation_distance(g, r)
     return out
