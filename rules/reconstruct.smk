@@ -9,6 +9,7 @@ rule git_features:
         tars=[data_path(f) for f in needed_files() if f.endswith(".tar")],
         images=data_path(nsd.IMAGES_FILE),
         git=weights_dir(config["captions"]["weights"], "git"),
+        code=code("captions.py", "clip_targets.py"),
     output:
         "cache/git_features.hdf5",
     params:
@@ -65,6 +66,7 @@ rule converter:
 rule reconstruct:
     input:
         unpack(reconstruct_inputs),
+        code=code("reconstruct.py", "unclip.py", "captions.py", "converter.py", "checkpoint.py", "train_data.py"),
     output:
         **{k: evals_file("{name}", k) for k in ("recons", "clipvoxels", "predcaptions", "prior_out", "backbones")},
     params:
