@@ -53,9 +53,7 @@ def clip_text_model(arch: str, weights: str | None, device="cpu"):
 
 def measured_voxels(data_dir, subject: int, num_sessions: int, new_test: bool) -> np.ndarray:
     """Test voxels averaged over their three repeats (1- and 2-repeat images as upstream)."""
-    split = nsd.open_split(data_dir, subject, num_sessions, new_test)
-    vox = nsd.read_voxels(data_dir, subject, split.test_trials.ravel())
-    return vox.reshape(len(split.test_images), 3, -1).mean(1)
+    return nsd.open_split(data_dir, subject, num_sessions, new_test).test_voxels().mean(1)
 
 
 def blend_blurry(enhanced: torch.Tensor, blurry: torch.Tensor, weight: float) -> torch.Tensor:

@@ -218,6 +218,11 @@ class Split:
     def train_trials(self) -> np.ndarray:
         return self.train_behav[:, COL_GLOBAL_TRIAL].astype(np.int64)
 
+    def test_voxels(self) -> np.ndarray:
+        """Betas (n, 3, voxels) float32 of the three repeats of each test image."""
+        vox = read_voxels(self.data_dir, self.subject, self.test_trials.ravel())
+        return vox.reshape(len(self.test_images), 3, -1)
+
     def all_images(self) -> np.ndarray:
         """Sorted unique image ids of train and test: what the CLIP targets must cover."""
         return np.union1d(self.train_images, self.test_images)

@@ -75,13 +75,12 @@ def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targe
     out = []
     for sp in splits:
         train = nsd.read_voxels(data_dir, sp.subject, sp.train_trials)
-        test = nsd.read_voxels(data_dir, sp.subject, sp.test_trials.ravel())
         out.append(SubjectData(
             subject=sp.subject,
             voxels=torch.from_numpy(train).half(),
             target_index=torch.from_numpy(np.searchsorted(ids, sp.train_images)),
             image_ids=sp.train_images,
-            test_voxels=torch.from_numpy(test).half().view(len(sp.test_images), 3, -1),
+            test_voxels=torch.from_numpy(sp.test_voxels()).half(),
             test_index=torch.from_numpy(np.searchsorted(ids, sp.test_images)),
             test_images=sp.test_images,
         ))

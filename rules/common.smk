@@ -39,15 +39,20 @@ def used_clip_models():
     return sorted({experiment(e)["clip_target"] for e in config["experiments"]})
 
 
+def sessions_of(names, out=None):
+    """{subject: sessions} the experiments `names` read (the most sessions of each subject)."""
+    out = dict(out or {})
+    for exp in map(experiment, names):
+        for s in exp["subjects"]:
+            out[s] = max(out.get(s, 0), exp["num_sessions"])
+    return out
+
+
 def subject_sessions(clip=None):
     """{subject: sessions} every experiment (of CLIP space `clip`, if given) reads."""
-    out = {} if clip else {SUBJECT: config["num_sessions"]}
-    for name in config["experiments"]:
-        exp = experiment(name)
-        if clip is None or exp["clip_target"] == clip:
-            for s in exp["subjects"]:
-                out[s] = max(out.get(s, 0), exp["num_sessions"])
-    return out
+    if clip is None:
+        return sessions_of(config["experiments"], {SUBJECT: config["num_sessions"]})
+    return sessions_of(e for e in config["experiments"] if experiment(e)["clip_target"] == clip)
 
 
 def needed_files(subjects=None):
@@ -91,11 +96,7 @@ def lowlevel_weights(kind):
 
 def lowlevel_sessions():
     """{subject: sessions} the experiments with the blurry branch read."""
-    out = {}
-    for name in blurry_experiments():
-        for s in experiment(name)["subjects"]:
-            out[s] = max(out.get(s, 0), experiment(name)["num_sessions"])
-    return out
+    return sessions_of(blurry_experiments())
 
 
 # --------------------------------------------------------------------------- decoding stages
