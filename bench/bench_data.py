@@ -39,6 +39,7 @@ def bench_reader(data_dir: Path, subject: int, sessions: int, repeats: int = 3) 
 
 def bench_targets(data_dir: Path, arch: str, n_images: int, batch_size: int) -> float:
     from fmri_recon import clip_targets
+    from fmri_recon.configuration import defaults
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "w.safetensors"
@@ -49,7 +50,7 @@ def bench_targets(data_dir: Path, arch: str, n_images: int, batch_size: int) -> 
         del visual
         t0 = time.perf_counter()
         clip_targets.build_cache(np.arange(n_images), data_dir, weights, Path(tmp) / "t.hdf5",
-                                 {"arch": arch, "seq_dim": s, "emb_dim": e}, {"batch_size": batch_size, "device": "cpu"})
+                                 {"arch": arch, "seq_dim": s, "emb_dim": e}, {**defaults("targets"), "batch_size": batch_size, "device": "cpu"})
         return n_images / (time.perf_counter() - t0)
 
 

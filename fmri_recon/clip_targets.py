@@ -2,10 +2,15 @@
 
 Training and evaluation read targets from this cache and never run CLIP. The tokens
 are MindEye2's: the patch tokens of an open_clip vision tower (CLS dropped,
-unprojected), by default taken before ``ln_post`` (``token_norm``), from images that
-go through upstream's preprocessing quirk (``zero_one_quirk``): images in [0,1] are
-mapped by ``(x+1)/2`` as if they were in [-1,1], so the encoder sees [0.5,1].
-Facts: ../shared/spec/mindeyev2.md §2.6.
+unprojected), from images that go through upstream's preprocessing quirk
+(``zero_one_quirk``): images in [0,1] are mapped by ``(x+1)/2`` as if they were in
+[-1,1], so the encoder sees [0.5,1].
+
+Token space (``token_norm``): upstream's targets are sgm's ``FrozenOpenCLIPImageEmbedder``,
+i.e. ``visual(x)`` with ``output_tokens=True``. open_clip 2.23 and later (MindEye2 pins
+2.24.0) apply ``ln_post`` to every token there before dropping CLS: ``post_ln_post``, the
+space in which the released models reproduce their published retrieval. open_clip 2.22 and
+older returned the tokens before ``ln_post`` (``pre_ln_post``, kept as a switch).
 
 Cache layout (HDF5): ``image_ids`` (N,) int64, sorted; ``tokens`` (N, S, E) float16,
 one chunk per image; attributes record the model and the preprocessing.
@@ -85,13 +90,36 @@ def preprocess(images, image_size: int, zero_one_quirk: bool = True):
     return (x - mean) / std
 
 
-def encode_tokens(visual, x, token_norm: str = "pre_ln_post"):
-    """Patch tokens (B, S, E) of the last block, CLS dropped, before or after ``ln_post``."""
-    if token_norm not in TOKEN_NORMS:
-        raise ValueError(f"targets.token_norm: {token_norm!r}, expected one of {TOKEN_NORMS}")
-    out = visual.forward_intermediates(x, indices=1, output_fmt="NLC", intermediates_only=True,
-                                       normalize_intermediates=token_norm == "post_ln_post")
-    return out["image_intermediates"][-1]
+def encode_tokens(visual, x, token_norm: str):
+    """Patch tokens (B, S, E) of the last block, CLS dropped, after or before ``ln_post``."""
+    return encode_both(visual, x)[token_norm]
+
+
+def encode_both(visual, x) -> dict:
+    """Both token spaces and the pooled (projected) image embedding of one forward pass.
+
+    ``post_ln_post`` is open_clip's own ``visual(x)`` with ``output_tokens=True`` (what sgm's
+    embedder calls); ``pre_ln_post`` the same last-block tokens before ``ln_post``."""
+    import torch
+
+    hidden = {}
+
+    def keep_input(module, inputs, output):    # returns None: the output stays as it is
+        hidden["pre"] = inputs[0]
+
+    hook = visual.ln_post.register_forward_hook(keep_input)
+    before = visual.output_tokens
+    try:
+        visual.output_tokens = True
+        pooled, post = visual(x)
+    finally:
+        visual.output_tokens = before
+        hook.remove()
+    pre = hidden["pre"][:, -post.shape[1]:]          # ln_post's input: [CLS, patches] -> patches
+    if pre.shape != post.shape or not torch.allclose(visual.ln_post(pre), post, atol=1e-3, rtol=1e-3):
+        raise RuntimeError(f"{type(visual).__name__}: ln_post's input does not give the output tokens; "
+                           "this open_clip version pools differently from the one MindEye2 used")
+    return {"pre_ln_post": pre, "post_ln_post": post, "pooled": pooled}
 
 
 def write_cache(image_ids: np.ndarray, data_dir: str | Path, out_path: str | Path, encode, shapes: dict,
@@ -120,13 +148,16 @@ def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path
                 clip: dict, targets: dict) -> dict:
     """Encode ``image_ids`` (read from the images HDF5 in batches) and write the cache atomically.
 
-    ``clip``: the clip_models entry (arch, seq_dim, emb_dim); ``targets``: the targets block.
+    ``clip``: the clip_models entry (arch, seq_dim, emb_dim); ``targets``: the targets block
+    (validated config: every key present).
     """
-    device, dtype = resolve_device(targets.get("device", "auto"), targets.get("precision", "auto"))
+    device, dtype = resolve_device(targets["device"], targets["precision"])
     visual = load_vision(clip["arch"], weights, device, dtype)
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     expected = (clip["seq_dim"], clip["emb_dim"])
-    quirk, norm = bool(targets.get("zero_one_quirk", True)), targets.get("token_norm", "pre_ln_post")
+    quirk, norm = bool(targets["zero_one_quirk"]), targets["token_norm"]
+    if norm not in TOKEN_NORMS:
+        raise ValueError(f"targets.token_norm: {norm!r}, expected one of {TOKEN_NORMS}")
 
     def encode(images):
         tokens = encode_tokens(visual, preprocess(images.to(device), size, quirk).to(dtype), norm)
@@ -137,7 +168,7 @@ def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path
 
     attrs = {"arch": clip["arch"], "weights": Path(weights).name, "seq_dim": expected[0], "emb_dim": expected[1],
              "zero_one_quirk": quirk, "token_norm": norm}
-    bs = int(targets.get("batch_size", 32))
+    bs = int(targets["batch_size"])
     log.info("encoding %d images with %s on %s (%s), batch %d", len(np.unique(image_ids)), clip["arch"], device,
              dtype, bs)
     n = write_cache(image_ids, data_dir, out_path, encode, {"tokens": expected}, attrs, bs,

@@ -19,3 +19,14 @@ def problems(config: dict, schema_path: str | Path) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     return [f"{'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors]
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def defaults(block: str, schema_path: str | Path = SCHEMA) -> dict:
+    """The schema's default of every key of a top-level config ``block`` (e.g. ``targets``):
+    what ``validate`` fills in, for callers outside Snakemake (tests, benchmarks)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    props = schema["properties"][block].get("properties", {})
+    return {k: v["default"] for k, v in props.items() if "default" in v}

@@ -10,7 +10,8 @@ import json
 
 # Brain model architecture (fmri_recon.models.BrainConfig fields, minus the data-derived ones).
 MODEL_KEYS = ("hidden_dim", "n_blocks", "backbone", "blurry_recon", "drop", "use_prior", "prior_depth",
-              "prior_dim_head", "prior_heads", "prior_timesteps", "prior_cond_drop_prob", "clip_scale")
+              "prior_dim_head", "prior_heads", "prior_timesteps", "prior_cond_drop_prob", "clip_scale",
+              "clip_exclude_mean")
 # Optimisation (fmri_recon.train.TrainConfig fields that change the result).
 TRAIN_KEYS = ("num_epochs", "batch_size", "grad_accum", "max_lr", "lr_scheduler", "mixup_pct", "clip_scale",
               "prior_scale", "blur_scale", "blur_mix_targets", "ckpt_interval", "seed", "precision", "deepspeed_offload", "val_images")

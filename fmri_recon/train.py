@@ -312,6 +312,8 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
     model = MindEyeModel(brain_cfg)
     if init_from and ckpt is None:
         init_from_pretrained(model, init_from)
+    if brain_cfg.clip_exclude_mean and ckpt is None:    # a statistic of this run's train targets, not learnt
+        model.backbone.set_clip_mean(torch.cat([data.targets[s.target_index] for s in data.subjects]))
     optimizer = torch.optim.AdamW(param_groups(model), lr=tc.max_lr)
     steps_per_epoch = len(epoch_batches(data, tc, 0))
     if steps_per_epoch == 0:

@@ -108,6 +108,18 @@ def test_model_learns_and_writes_its_outputs(tmp_path):
     assert stats["params"]["total"] > 0 and stats["wall_time_s"] > 0 and stats["peak_memory_mb"] > 0
 
 
+def test_retrieval_head_excludes_the_train_targets_mean(tmp_path):
+    data = fake_data()
+    data.targets = data.targets + 2.0                       # a shared direction, as CLIP tokens have
+    train.run(data, tiny_cfg(clip_exclude_mean=True), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
+    saved = checkpoint.read(tmp_path / "last.pth")["model_state_dict"]["backbone.clip_mean"]
+    mean = data.targets[data.subjects[0].target_index].float().mean(0)
+    torch.testing.assert_close(saved, mean / mean.norm())
+    model, _ = checkpoint.load_model(tmp_path / "last.pth")
+    clip_voxels = model(data.subjects[0].test_voxels[:, 0].float()[:, None])[1]
+    assert (clip_voxels.flatten(1) @ saved.flatten()).abs().max() < 1e-4
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, caplog):
     data, cfg, tc = fake_data(), tiny_cfg(), tiny_tc(num_epochs=4, ckpt_interval=2)
     train.run(data, cfg, tc, tmp_path / "straight", {"subjects": [1]})

@@ -25,8 +25,8 @@ def test_demo_experiment_learns_far_above_chance(demo_run, name):
     last = rows[-1]
     chance = 1 / int(last["val_images"])
     assert int(last["val_images"]) == 50
-    assert float(last["val_image_to_brain"]) >= 5 * chance, last
-    assert float(last["val_brain_to_image"]) >= 5 * chance, last
+    assert float(last["val_image_to_brain"]) >= 10 * chance, last
+    assert float(last["val_brain_to_image"]) >= 10 * chance, last
     assert float(last["train_loss_total"]) < float(rows[0]["train_loss_total"])
 
 

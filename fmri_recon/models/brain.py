@@ -35,6 +35,9 @@ class BrainConfig:
     backbone: str = "upstream_mixer"   # or "residual_mlp" (blocks that actually work)
     drop: float = 0.15
     clip_scale: float = 1.0            # 0: clip_proj is not run (clip_voxels is None)
+    # Deliberate deviation (config key ``clip_exclude_mean``): remove the direction of the train
+    # targets' mean from clip_voxels. See BrainNetwork.exclude_mean for why.
+    clip_exclude_mean: bool = False    # False: exactly upstream's model (released layout)
     use_prior: bool = True
     prior_depth: int = 6
     prior_dim_head: int = 52
@@ -129,6 +132,8 @@ class BrainNetwork(nn.Module):
             self.blocks = nn.ModuleList([_mlp_block(h, cfg.drop) for _ in range(cfg.n_blocks)])
         self.backbone_linear = nn.Linear(h, S * E)
         self.clip_proj = _clip_proj(E)   # built even if clip_scale == 0, so checkpoints keep their keys
+        if cfg.clip_exclude_mean:        # unit vector (S, E); set from the train targets by set_clip_mean
+            self.register_buffer("clip_mean", torch.zeros(S, E))
         if cfg.blurry_recon:
             self.blin1 = nn.Linear(h, BLUR_MAPS * BLUR_HW * BLUR_HW)
             self.bdropout = nn.Dropout(0.3)
@@ -156,6 +161,28 @@ class BrainNetwork(nn.Module):
             x = x.transpose(1, 2)
         return x
 
+    def set_clip_mean(self, targets: torch.Tensor) -> None:
+        """Record the mean direction of the train targets (N, S, E) for ``exclude_mean``."""
+        mean = targets.float().mean(0)
+        self.clip_mean.copy_(mean / mean.norm())
+
+    def exclude_mean(self, clip_voxels):
+        """clip_voxels without their component along the train targets' mean direction.
+
+        Why: CLIP token targets share one dominant direction (in the demo's space the targets'
+        cosine to their mean is 0.95), so the cosine of a target with a prediction contains
+        ``a * cos(prediction, mean)``, the same for every image. Upstream averages the outputs
+        of an image's three repeats before retrieval; averaging cancels part of the prediction's
+        noise but not its shared part, so well-averaged predictions lean towards the mean and
+        become hubs that every image retrieves (image->brain fell to 0.08 in the demo while
+        brain->image stayed at 0.50). Without that component, retrieval compares only the
+        image-specific parts; the contrastive losses never needed it."""
+        flat = clip_voxels.flatten(1).float()
+        u = self.clip_mean.flatten().float()
+        if not u.any():
+            raise RuntimeError("clip_exclude_mean: the train targets' mean was never set (set_clip_mean)")
+        return (flat - (flat @ u)[:, None] * u).view_as(clip_voxels).to(clip_voxels.dtype)
+
     def forward(self, x):
         """x (B,1,h) -> (backbone (B,S,E), clip_voxels (B,S,E) or None, (blur_latent, blur_aux)).
 
@@ -165,6 +192,8 @@ class BrainNetwork(nn.Module):
         x = self.mixer(x).reshape(B, -1)
         backbone = self.backbone_linear(x).reshape(B, self.cfg.clip_seq_dim, self.cfg.clip_emb_dim)
         clip_voxels = self.clip_proj(backbone) if self.cfg.clip_scale > 0 else None
+        if clip_voxels is not None and self.cfg.clip_exclude_mean:
+            clip_voxels = self.exclude_mean(clip_voxels)
         blur = (None, None)
         if self.cfg.blurry_recon:
             maps = self.bdropout(self.blin1(x)).reshape(B, BLUR_MAPS, BLUR_HW, BLUR_HW)
