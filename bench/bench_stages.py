@@ -41,7 +41,8 @@ def main() -> None:
         weights.build_tiny_sdxl_img2img(tmp / "sdxl")
         dec = UnclipDecoder.from_pretrained(tmp / "unclip")
         tokens = torch.randn(n, 256, 64, generator=g)
-        rows["reconstruct: unCLIP decode"] = timed(lambda: dec.decode(tokens, generator=g), n)
+        rows["reconstruct: unCLIP decode"] = timed(
+            lambda: dec.decode(tokens, generator=g, num_steps=38, guidance=5.0, batch_size=n), n)
         git = GitCaptioner.from_pretrained(tmp / "git")
         feats = torch.randn(n, *git.feature_shape, generator=g)
         rows["reconstruct: GIT caption"] = timed(lambda: git.caption(feats), n)

@@ -86,10 +86,32 @@ def save(model: TokenConverter, path, report: dict) -> None:
         torch.save({"shape": model.shape, "state_dict": model.state_dict(), "report": report}, tmp)
 
 
+# Upstream's CLIPConverter (recon_inference.ipynb) names its two layers linear1 (over tokens) and
+# linear2 (over features); its file (bigG_to_L_epoch8.pth) holds {'model_state_dict': ...}.
+UPSTREAM_KEYS = {"linear1.weight": "tokens.weight", "linear1.bias": "tokens.bias",
+                 "linear2.weight": "features.weight", "linear2.bias": "features.bias"}
+
+
 def load(path, device="cpu") -> TokenConverter:
+    """A converter file: ours (written by ``save``) or upstream's released one, loaded strictly."""
     from . import nsd
 
     ckpt = torch.load(nsd._need(path), map_location="cpu", weights_only=True)
+    if "model_state_dict" in ckpt:
+        return load_upstream(path, ckpt["model_state_dict"]).to(device).eval()
     model = TokenConverter(**ckpt["shape"])
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.to(device).eval()
+
+
+def load_upstream(path, state: dict) -> TokenConverter:
+    """Upstream's CLIPConverter state dict (keys ``linear1.*``, ``linear2.*``) as a TokenConverter:
+    the same computation (a Linear over the token axis, then one over the features)."""
+    if set(state) != set(UPSTREAM_KEYS):
+        raise ValueError(f"{path}: expected upstream's CLIPConverter keys {sorted(UPSTREAM_KEYS)}, "
+                         f"found {sorted(state)}")
+    (s_out, s_in), (e_out, e_in) = state["linear1.weight"].shape, state["linear2.weight"].shape
+    model = TokenConverter(s_in, e_in, s_out, e_out)
+    model.load_state_dict({UPSTREAM_KEYS[k]: v.float() for k, v in state.items()}, strict=True)
+    log.info("%s: upstream's converter, tokens (%d, %d) -> (%d, %d)", path, s_in, e_in, s_out, e_out)
+    return model

@@ -14,7 +14,8 @@ MODEL_KEYS = ("hidden_dim", "n_blocks", "backbone", "blurry_recon", "drop", "use
               "clip_exclude_mean")
 # Optimisation (fmri_recon.train.TrainConfig fields that change the result).
 TRAIN_KEYS = ("num_epochs", "batch_size", "grad_accum", "max_lr", "lr_scheduler", "mixup_pct", "clip_scale",
-              "prior_scale", "blur_scale", "blur_mix_targets", "ckpt_interval", "seed", "precision", "deepspeed_offload", "val_images")
+              "prior_scale", "blur_scale", "blur_mix_targets", "ckpt_interval", "seed", "precision", "deepspeed_offload",
+              "activation_checkpointing", "val_images")
 # Data and initialisation.
 DATA_KEYS = ("clip_target", "subjects", "num_sessions", "init_from")
 # Read by the stage but without effect on its result (no rerun when they change).

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -51,7 +52,8 @@ class TrainConfig:
     ckpt_interval: int = 5
     seed: int = 42
     precision: str = "bf16"         # fp32 | bf16 | fp16
-    deepspeed_offload: bool = True  # ZeRO-2 + CPU optimizer offload; GPU runs only
+    deepspeed_offload: bool = False  # DeepSpeed ZeRO-2 + CPU optimizer offload (bf16 weights, no autocast)
+    activation_checkpointing: bool = True   # recompute the prior's layers in backward (same gradients)
     val_images: int = 300           # first N unique test images, as upstream's validation
     device: str = "auto"
     wandb: bool = False
@@ -70,23 +72,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_accelerator(tc: TrainConfig):
-    """accelerate with the requested precision; DeepSpeed only where there is a GPU."""
+def make_accelerator(tc: TrainConfig, micro_batch: int):
+    """accelerate in the requested regime: fp32 weights with autocast in ``precision``, or, with
+    ``deepspeed_offload``, DeepSpeed ZeRO-2 (weights in ``precision``, fp32 master weights and
+    Adam state offloaded to the CPU). DeepSpeed runs on a CPU too (its CPU accelerator), which
+    is how the tests exercise this path."""
     from accelerate import Accelerator, DeepSpeedPlugin
 
     cuda = torch.cuda.is_available() and tc.device != "cpu"
     if tc.precision == "fp16" and not cuda:
         raise ValueError("precision: fp16 needs a GPU; use bf16 or fp32 on a CPU")
     plugin = None
-    if cuda and tc.deepspeed_offload:
+    if tc.deepspeed_offload:
+        free_port = 29500 + os.getpid() % 1000          # two jobs on one node must not share a port
         for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                     "MASTER_PORT": "29511"}.items():
+                     "MASTER_PORT": str(free_port)}.items():
             os.environ.setdefault(k, v)   # a single-process job started by Snakemake, not `accelerate launch`
         plugin = DeepSpeedPlugin(zero_stage=2, offload_optimizer_device="cpu",
                                  gradient_accumulation_steps=tc.grad_accum, gradient_clipping=None)
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch   # we feed our own batches
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision]
-    return Accelerator(mixed_precision=mixed, cpu=not cuda, gradient_accumulation_steps=tc.grad_accum,
-                       deepspeed_plugin=plugin)
+    return Accelerator(mixed_precision=mixed, cpu=not cuda and plugin is None,
+                       gradient_accumulation_steps=tc.grad_accum, deepspeed_plugin=plugin)
+
+
+def uses_deepspeed(accelerator) -> bool:
+    return accelerator.distributed_type.value == "DEEPSPEED"
 
 
 def param_groups(model: MindEyeModel, weight_decay: float = 1e-2) -> list[dict]:
@@ -268,7 +279,8 @@ def peak_memory_mb(device) -> float:
 
 
 # --------------------------------------------------------------------------- the run
-RESUME_IGNORES = ("device", "wandb", "wandb_project", "ckpt_interval")   # may change between tries
+RESUME_IGNORES = ("device", "wandb", "wandb_project", "ckpt_interval",   # may change between tries
+                  "activation_checkpointing")
 
 
 def resume_state(path: Path, brain_cfg: BrainConfig, tc: TrainConfig, data_desc: dict) -> dict | None:
@@ -292,6 +304,96 @@ def resume_state(path: Path, brain_cfg: BrainConfig, tc: TrainConfig, data_desc:
     return ckpt
 
 
+def build_model(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, init_from, resuming: bool):
+    """The brain model, seeded; initialised from ``init_from`` and given its train targets' mean
+    unless a checkpoint is about to be resumed (which holds both)."""
+    seed_everything(tc.seed)
+    model = MindEyeModel(brain_cfg)
+    if init_from and not resuming:
+        init_from_pretrained(model, init_from)
+    if brain_cfg.clip_exclude_mean and not resuming:    # a statistic of this run's train targets, not learnt
+        model.backbone.set_clip_mean(torch.cat([data.targets[s.target_index] for s in data.subjects]))
+    if model.diffusion_prior is not None:
+        model.diffusion_prior.net.causal_transformer.activation_checkpointing = tc.activation_checkpointing
+    return model
+
+
+def prepare(model: MindEyeModel, tc: TrainConfig, steps_per_epoch: int, ckpt: dict | None, out_dir: Path):
+    """(accelerator, loss model, optimizer, scheduler), prepared and, with ``ckpt``, resumed."""
+    optimizer = torch.optim.AdamW(param_groups(model), lr=tc.max_lr)
+    scheduler = make_scheduler(optimizer, tc, tc.num_epochs * steps_per_epoch)
+    accelerator = make_accelerator(tc, micro_batch=tc.batch_size // tc.grad_accum)
+    deepspeed = uses_deepspeed(accelerator)
+    if ckpt is not None and not deepspeed:
+        model.load_state_dict(ckpt["model_state_dict"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+    loss_model, optimizer, scheduler = accelerator.prepare(LossModel(model, tc), optimizer, scheduler)
+    if ckpt is not None and deepspeed:   # weights, fp32 master weights and Adam state: the engine's files
+        loss_model.load_checkpoint(str(out_dir / DEEPSPEED_DIR), tag=ckpt["deepspeed_tag"], load_module_strict=True)
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        for group, saved in zip(optimizer.param_groups, ckpt["optimizer_hyperparameters"]):
+            group.update(saved)          # the engine restores Adam's state, not the scheduled lr and betas
+    if ckpt is not None:
+        set_rng_state(ckpt["rng"])
+    return accelerator, loss_model, optimizer, scheduler
+
+
+def train_epoch(data: TrainData, tc: TrainConfig, epoch: int, parts, mixup: bool, temp: float, teacher_aug):
+    """One pass over the epoch's batches: (mean loss of each kind, optimizer steps, skipped batches)."""
+    from tqdm import tqdm
+
+    accelerator, loss_model, optimizer, scheduler = parts
+    sums, done, skipped = {k: 0.0 for k in LOSSES}, 0, 0
+    batches = epoch_batches(data, tc, epoch)
+    for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{tc.num_epochs}", unit="step")):
+        if has_duplicate_images(data, batch):
+            skipped += 1
+            continue
+        for voxels, subj_idx, targets, mix, low in micro_batches(data, batch, tc, accelerator.device, mixup):
+            if low is not None:
+                low = (low[0], low[1], teacher_aug(low[2]))
+            with accelerator.accumulate(loss_model):
+                out = loss_model(voxels, subj_idx, targets, mix, temp, low)
+                if not torch.isfinite(out["total"]):
+                    raise FloatingPointError(f"loss is {out['total'].item()} at epoch {epoch + 1}, batch {step}")
+                accelerator.backward(out["total"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            for k in sums:
+                sums[k] += float(out[k].detach()) / tc.grad_accum
+        done += 1
+    return {k: v / max(done, 1) for k, v in sums.items()}, done, skipped
+
+
+def save_checkpoint(path: Path, parts, state: dict) -> None:
+    """``state`` plus the model and optimizer as last.pth, atomically. Under DeepSpeed the
+    engine writes its own files first (``deepspeed/<tag>``: the fp32 master weights and Adam
+    state it resumes from) and last.pth gets the fp32 weights gathered from them; last.pth,
+    written last, names the tag, so a kill in between leaves the previous pair intact."""
+    accelerator, loss_model, optimizer, scheduler = parts
+    state = {**state, "lr_scheduler": scheduler.state_dict()}
+    if uses_deepspeed(accelerator):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        tag, ds_dir = f"epoch{state['epoch']:04d}", path.parent / DEEPSPEED_DIR
+        loss_model.save_checkpoint(str(ds_dir), tag=tag)
+        weights = get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=tag)
+        state.update(model_state_dict={k[len("model."):]: v for k, v in weights.items()},
+                     optimizer_state_dict=None, deepspeed_tag=tag,
+                     optimizer_hyperparameters=[{k: v for k, v in g.items() if k != "params"}
+                                                for g in optimizer.param_groups])
+        checkpoint.save(path, state)
+        for old in ds_dir.iterdir():                     # earlier tags are superseded now
+            if old.is_dir() and old.name != tag:
+                shutil.rmtree(old)
+        return
+    state.update(model_state_dict=accelerator.unwrap_model(loss_model).model.state_dict(),
+                 optimizer_state_dict=optimizer.state_dict())
+    checkpoint.save(path, state)
+
+
 def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str | Path, data_desc: dict,
         init_from: str | Path | None = None, stop_after: int | None = None, teacher=None) -> dict:
     """Train (or resume) into ``out_dir``: last.pth, log.csv, loss_curve.png, train_stats.json.
@@ -300,39 +402,29 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
     split a long run over several jobs; the tests use it to interrupt a run).
     ``teacher``: the blurry branch's frozen ConvNeXt (fmri_recon.lowlevel), with ``data.lowlevel``.
     """
-    from tqdm import tqdm
-
     if brain_cfg.blurry_recon and (data.lowlevel is None or teacher is None):
         raise ValueError("blurry_recon: true needs the low-level targets and the ConvNeXt teacher "
                          "(the lowlevel_targets stage and lowlevel.teacher)")
+    if tc.grad_accum > 1:
+        log.warning("grad_accum %d: the contrastive losses see micro-batches of %d, not the global batch of %d "
+                    "(fewer negatives than upstream)", tc.grad_accum, tc.batch_size // tc.grad_accum, tc.batch_size)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "last.pth"
     ckpt = resume_state(ckpt_path, brain_cfg, tc, data_desc)
-    seed_everything(tc.seed)
-    model = MindEyeModel(brain_cfg)
-    if init_from and ckpt is None:
-        init_from_pretrained(model, init_from)
-    if brain_cfg.clip_exclude_mean and ckpt is None:    # a statistic of this run's train targets, not learnt
-        model.backbone.set_clip_mean(torch.cat([data.targets[s.target_index] for s in data.subjects]))
-    optimizer = torch.optim.AdamW(param_groups(model), lr=tc.max_lr)
+    model = build_model(data, brain_cfg, tc, init_from, resuming=ckpt is not None)
     steps_per_epoch = len(epoch_batches(data, tc, 0))
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {tc.batch_size} is larger than the train set of a subject")
-    scheduler = make_scheduler(optimizer, tc, tc.num_epochs * steps_per_epoch)
+    parts = prepare(model, tc, steps_per_epoch, ckpt, out_dir)
+    accelerator, loss_model = parts[:2]
+    device = accelerator.device
     start, history, elapsed, peak = 0, [], 0.0, 0.0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model_state_dict"], strict=True)
-        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
         start, history, elapsed, peak = ckpt["epoch"], ckpt["history"], ckpt["elapsed_s"], ckpt["peak_memory_mb"]
-    accelerator = make_accelerator(tc)
-    device = accelerator.device
-    loss_model, optimizer, scheduler = accelerator.prepare(LossModel(model, tc), optimizer, scheduler)
-    if ckpt is not None:
-        set_rng_state(ckpt["rng"])
     counts = parameter_counts(model)
-    log.info("training %s on %s (%s): %d steps/epoch, epochs %d..%d, params %s", data_desc, device,
-             tc.precision, steps_per_epoch, start + 1, tc.num_epochs, counts)
+    log.info("training %s on %s (%s%s): %d steps/epoch, epochs %d..%d, params %s", data_desc, device, tc.precision,
+             ", DeepSpeed ZeRO-2 offload" if uses_deepspeed(accelerator) else "", steps_per_epoch, start + 1,
+             tc.num_epochs, counts)
     wandb = _wandb(tc, brain_cfg, data_desc)
     teacher_aug = _teacher_on_augmented(teacher, device, accelerator.autocast) if brain_cfg.blurry_recon else None
     mixup_epochs = int(tc.mixup_pct * tc.num_epochs)
@@ -341,65 +433,50 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
         t0 = time.perf_counter()
         mixup = epoch < mixup_epochs
         temp = 0.006 if mixup else temps[epoch - mixup_epochs]
-        sums, done, skipped = {k: 0.0 for k in LOSSES}, 0, 0
-        batches = epoch_batches(data, tc, epoch)
-        for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{tc.num_epochs}", unit="step")):
-            if has_duplicate_images(data, batch):
-                skipped += 1
-                continue
-            for voxels, subj_idx, targets, mix, low in micro_batches(data, batch, tc, device, mixup):
-                if low is not None:
-                    low = (low[0], low[1], teacher_aug(low[2]))
-                with accelerator.accumulate(loss_model):
-                    out = loss_model(voxels, subj_idx, targets, mix, temp, low)
-                    if not torch.isfinite(out["total"]):
-                        raise FloatingPointError(f"loss is {out['total'].item()} at epoch {epoch + 1}, batch {step}")
-                    accelerator.backward(out["total"])
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                for k in sums:
-                    sums[k] += float(out[k].detach()) / tc.grad_accum
-            done += 1
+        means, done, skipped = train_epoch(data, tc, epoch, parts, mixup, temp, teacher_aug)
         val = validate(accelerator.unwrap_model(loss_model).model, data.subjects[0], data.targets,
                        tc.val_images, device, accelerator.autocast,
                        data.lowlevel.latents if data.lowlevel is not None else None)
         elapsed += time.perf_counter() - t0
         peak = max(peak, peak_memory_mb(device))
-        row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "mixup": int(mixup), "temp": temp,
-               **{f"train_loss_{k}": v / max(done, 1) for k, v in sums.items()
-                  if brain_cfg.blurry_recon or not k.startswith("blur")}, "skipped_batches": skipped,
-               **val, "epoch_time_s": time.perf_counter() - t0}
+        row = {"epoch": epoch + 1, "lr": parts[3].get_last_lr()[0], "mixup": int(mixup), "temp": temp,
+               **{f"train_loss_{k}": v for k, v in means.items() if brain_cfg.blurry_recon or not k.startswith("blur")},
+               "skipped_batches": skipped, **val, "epoch_time_s": time.perf_counter() - t0}
         history.append(row)
-        log.info("epoch %d: loss %.4f (prior %.4f, clip %.4f), val image->brain %.3f brain->image %.3f",
-                 epoch + 1, row["train_loss_total"], row["train_loss_prior"], row["train_loss_clip"],
-                 val["val_image_to_brain"], val["val_brain_to_image"])
-        if "val_blur_l1" in val:
-            log.info("epoch %d: blurry branch: train L1 %.4f, soft-cont %.4f; val L1 %.4f, 2-way %.3f", epoch + 1,
-                     row["train_loss_blur_l1"], row["train_loss_blur_cont"], val["val_blur_l1"], val["val_blur_2way"])
+        _log_epoch(row, val)
         write_log_csv(out_dir / "log.csv", history)
         if wandb is not None:
             wandb.log(row)
         last = epoch + 1 == tc.num_epochs or (stop_after is not None and epoch + 1 >= stop_after)
         if (epoch + 1) % tc.ckpt_interval == 0 or last:
-            state = {"epoch": epoch + 1, "model_state_dict": accelerator.unwrap_model(loss_model).model.state_dict(),
-                     "optimizer_state_dict": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
-                     "train_losses": [r["train_loss_total"] for r in history],
-                     "test_losses": [r["val_loss_clip"] for r in history], "lrs": [r["lr"] for r in history],
-                     "config": brain_cfg.to_dict(), "train_config": asdict(tc), "data": data_desc,
-                     "rng": rng_state(), "elapsed_s": elapsed, "peak_memory_mb": peak, "history": history}
-            checkpoint.save(ckpt_path, state)
+            save_checkpoint(ckpt_path, parts, {
+                "epoch": epoch + 1, "train_losses": [r["train_loss_total"] for r in history],
+                "test_losses": [r["val_loss_clip"] for r in history], "lrs": [r["lr"] for r in history],
+                "config": brain_cfg.to_dict(), "train_config": asdict(tc), "data": data_desc,
+                "rng": rng_state(), "elapsed_s": elapsed, "peak_memory_mb": peak, "history": history})
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < tc.num_epochs:
             log.info("stopping after epoch %d as asked; the next run resumes from %s", epoch + 1, ckpt_path)
             return {"stopped_after": epoch + 1}
     stats = {"experiment_data": data_desc, "epochs": tc.num_epochs, "wall_time_s": elapsed,
              "peak_memory_mb": peak, "device": str(device), "precision": tc.precision,
-             "deepspeed": accelerator.distributed_type.value == "DEEPSPEED", "params": counts,
+             "deepspeed": uses_deepspeed(accelerator), "params": counts,
              "final": history[-1] if history else {}, "chance": 1 / max(history[-1]["val_images"], 1) if history else None,
              "checkpoint": str(ckpt_path)}
     plot_curves(out_dir / "loss_curve.png", history)
     nsd.write_json(out_dir / "train_stats.json", stats)
     return stats
+
+
+def _log_epoch(row: dict, val: dict) -> None:
+    log.info("epoch %d: loss %.4f (prior %.4f, clip %.4f), val image->brain %.3f brain->image %.3f",
+             row["epoch"], row["train_loss_total"], row["train_loss_prior"], row["train_loss_clip"],
+             val["val_image_to_brain"], val["val_brain_to_image"])
+    if "val_blur_l1" in val:
+        log.info("epoch %d: blurry branch: train L1 %.4f, soft-cont %.4f; val L1 %.4f, 2-way %.3f", row["epoch"],
+                 row["train_loss_blur_l1"], row["train_loss_blur_cont"], val["val_blur_l1"], val["val_blur_2way"])
+
+
+DEEPSPEED_DIR = "deepspeed"      # DeepSpeed's own checkpoint files, beside last.pth
 
 
 LOSSES = ("total", "prior", "clip", "blur_l1", "blur_cont")

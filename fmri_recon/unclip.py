@@ -107,31 +107,53 @@ class UnclipDecoder:
     def image_size(self) -> int:
         return int(self.meta["image_size"])
 
-    def decode(self, tokens, generator=None, num_steps: int = 38, guidance: float = 5.0):
+    def decode(self, tokens, generator=None, *, num_steps: int, guidance: float, batch_size: int):
         """Images (B, 3, S, S) float32 on the CPU in [0, 1] from tokens (B, seq_len, context_dim).
 
-        S = ``image_size`` of decoder.json (768 for unclip6). Random draws come from
-        ``generator`` (a CPU ``torch.Generator`` is fine on any device) in upstream's order:
-        start latent, unconditional tokens, noise, offset noise; the result is a deterministic
-        function of the tokens and the generator's state.
+        S = ``image_size`` of decoder.json (768 for unclip6). The UNet sees at most
+        ``batch_size`` images at a time (twice that with guidance: the unconditional half).
+        Random draws come from ``generator`` (a CPU ``torch.Generator`` is fine on any device)
+        image by image in upstream's order (it decodes one image at a time): start latent,
+        unconditional tokens, noise, offset noise; so the result is a deterministic function of
+        the tokens and the generator's state, whatever ``batch_size`` is.
         """
         import torch
-        from diffusers.utils.torch_utils import randn_tensor
 
         if tokens.ndim != 3 or tuple(tokens.shape[1:]) != self.token_shape:
             raise ValueError(f"unCLIP tokens: expected (B, {self.token_shape[0]}, {self.token_shape[1]}), "
                              f"got {tuple(tokens.shape)}")
-        dev, b = self.device, tokens.shape[0]
+        if batch_size < 1:
+            raise ValueError(f"decoder.batch_size: {batch_size}, expected at least 1")
+        draws = [self._draws(tokens[i:i + 1], generator) for i in range(len(tokens))]
+        out = []
+        for start in range(0, len(tokens), batch_size):
+            part = draws[start:start + batch_size]
+            batch = [torch.cat([d[k] for d in part]) for k in range(4)]
+            out.append(self._sample(tokens[start:start + batch_size], *batch, num_steps=num_steps, guidance=guidance))
+        return torch.cat(out)
+
+    def _draws(self, tokens, generator):
+        """One image's random draws, in upstream's order: (z, uncond tokens, noise, offset)."""
+        import torch
+        from diffusers.utils.torch_utils import randn_tensor
+
+        dev = self.device
         # latents are image_size / 2**(VAE levels - 1): 1/8 for SDXL's KL-f8 and the tiny one
         side = self.image_size // 2 ** (len(self.vae.config.block_out_channels) - 1)
-        shape = (b, self.unet.config.in_channels, side, side)
-        scheduler = _scheduler(self.scheduler_config, num_steps, dev)
-
+        shape = (1, self.unet.config.in_channels, side, side)
         z = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
-        cond = tokens.to(dev, torch.float32)
-        uncond = randn_tensor(tuple(cond.shape), generator=generator, device=dev, dtype=torch.float32)  # QUIRK
+        uncond = randn_tensor(tuple(tokens.shape), generator=generator, device=dev, dtype=torch.float32)  # QUIRK
         noise = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
-        offset = randn_tensor((b,), generator=generator, device=dev, dtype=torch.float32)
+        offset = randn_tensor((1,), generator=generator, device=dev, dtype=torch.float32)
+        return z, uncond, noise, offset
+
+    def _sample(self, tokens, z, uncond, noise, offset, *, num_steps: int, guidance: float):
+        """Euler sampling with guidance of one UNet batch, then the VAE decode (see the module docstring)."""
+        import torch
+
+        dev, b = self.device, tokens.shape[0]
+        scheduler = _scheduler(self.scheduler_config, num_steps, dev)
+        cond = tokens.to(dev, torch.float32)
         noise = noise + OFFSET_NOISE * offset[:, None, None, None]
         # upstream divides by sqrt(1+sigma_0^2) and its sampler multiplies back: skip both
         x = z + noise * scheduler.sigmas[0].to(dev)

@@ -66,6 +66,7 @@ def needed_files(subjects=None):
         ev = config.get("evaluate", {})
         files.add(ev.get("masks", nsd.MASKS_FILE))
         specs = [DECODER["weights"], ev.get("gnet", "random")]
+        specs += [released_converter(c) for c in used_clip_models() if released_converter(c)]
         if blurry_experiments():
             specs += [LOWLEVEL["vae"], LOWLEVEL["teacher"]]
         files.update(spec[len("data:"):] for spec in specs if spec.startswith("data:"))
@@ -125,10 +126,22 @@ def weights_dir(spec, kind):
     return spec[len("file:"):]                      # a single-file checkpoint the user provides
 
 
+def released_converter(clip):
+    """The config's released converter of CLIP space `clip` into GIT's space (data: or file:), or None."""
+    spec = config["captions"]["converters"].get(clip, "train")
+    return None if spec == "train" else spec
+
+
 def converters(name):
-    """Converter files the decoding of `name` needs: into the decoder's space and GIT's."""
+    """Converter files the decoding of `name` needs: into the decoder's space and GIT's (a released
+    one where the config names it, as upstream's bigG_to_L_epoch8.pth, else one trained on images)."""
     clip = recon_clip(name)
-    out = {"to_git": f"cache/converters/{clip}_to_git.pt"}
+    released = released_converter(clip)
+    if released:
+        path = data_path(released[len("data:"):]) if released.startswith("data:") else released[len("file:"):]
+        out = {"to_git": path}
+    else:
+        out = {"to_git": f"cache/converters/{clip}_to_git.pt"}
     if clip != DECODER["clip"]:
         out["to_decoder"] = f"cache/converters/{clip}_to_{DECODER['clip']}.pt"
     return out

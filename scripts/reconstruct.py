@@ -42,7 +42,8 @@ def work(start, stop):
     with torch.no_grad():
         cond = to_decoder(tokens) if to_decoder is not None else tokens
         gen = torch.Generator().manual_seed(dec["seed"] + start)
-        images = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"])
+        images = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"],
+                                batch_size=dec["batch_size"])
         captions = git.caption(to_git(tokens).to(device), max_length=cap.get("max_length", 20))
     images = torch.nn.functional.interpolate(images.float().cpu(), size=(256, 256), mode="bilinear",
                                              antialias=True).clamp(0, 1)

@@ -38,3 +38,38 @@ def test_wrong_input_shape_is_named():
     model = converter.TokenConverter(49, 768, 256, 1664)
     with pytest.raises(ValueError, match=r"converter expects tokens \(49, 768\), got \(256, 1664\)"):
         model(torch.zeros(1, 256, 1664))
+
+
+def upstream_converter(seq_in, emb_in, seq_out, emb_out):
+    """Upstream's CLIPConverter as recon_inference.ipynb defines it (written out for the test)."""
+    class CLIPConverter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear1 = torch.nn.Linear(seq_in, seq_out)
+            self.linear2 = torch.nn.Linear(emb_in, emb_out)
+
+        def forward(self, x):
+            x = x.permute(0, 2, 1)
+            x = self.linear1(x)
+            return self.linear2(x.permute(0, 2, 1))
+    return CLIPConverter()
+
+
+def test_upstreams_released_converter_loads_strictly_and_computes_the_same(tmp_path):
+    torch.manual_seed(0)
+    theirs = upstream_converter(16, 12, 17, 8)
+    path = tmp_path / "bigG_to_L_epoch8.pth"
+    torch.save({"model_state_dict": theirs.state_dict()}, path)         # upstream's file layout
+    ours = converter.load(path)
+    assert ours.shape == {"s_in": 16, "e_in": 12, "s_out": 17, "e_out": 8}
+    x = torch.randn(3, 16, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_a_wrong_upstream_file_is_named(tmp_path):
+    state = upstream_converter(16, 12, 17, 8).state_dict()
+    state["linear3.weight"] = torch.zeros(1)
+    torch.save({"model_state_dict": state}, tmp_path / "c.pth")
+    with pytest.raises(ValueError, match=r"c.pth: expected upstream's CLIPConverter keys .*linear3.weight"):
+        converter.load(tmp_path / "c.pth")

@@ -15,6 +15,7 @@ from fmri_recon.refine import UPSTREAM_NEGATIVE, UPSTREAM_STRENGTH, load_pipelin
 from fmri_recon.unclip import TIME_IDS, UnclipDecoder, _scheduler, sgm_timesteps
 
 SEQ, DIM = 8, 24            # tiny bigG-like token grid
+FAST = dict(num_steps=4, guidance=5.0, batch_size=2)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,15 +75,33 @@ def test_schedule_is_upstreams(decoder):
 
 def test_decode_shape_range_determinism(decoder):
     tokens = torch.randn(2, SEQ, DIM)
-    a = decoder.decode(tokens, generator=gen(0), num_steps=4)
-    b = decoder.decode(tokens, generator=gen(0), num_steps=4)
-    c = decoder.decode(tokens, generator=gen(1), num_steps=4)
+    a = decoder.decode(tokens, generator=gen(0), **FAST)
+    b = decoder.decode(tokens, generator=gen(0), **FAST)
+    c = decoder.decode(tokens, generator=gen(1), **FAST)
     assert a.shape == (2, 3, 64, 64) and a.dtype == torch.float32
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
     with pytest.raises(ValueError, match=re.escape(f"expected (B, {SEQ}, {DIM}), got (2, {SEQ}, {DIM + 1})")):
-        decoder.decode(torch.randn(2, SEQ, DIM + 1))
+        decoder.decode(torch.randn(2, SEQ, DIM + 1), **FAST)
+
+
+def test_unet_batch_never_exceeds_batch_size_and_the_result_does_not_depend_on_it(decoder, monkeypatch):
+    sizes = []
+    forward = decoder.unet.forward
+
+    def spy(sample, *a, **kw):
+        sizes.append(sample.shape[0])
+        return forward(sample, *a, **kw)
+
+    tokens = torch.randn(5, SEQ, DIM)
+    whole = decoder.decode(tokens, generator=gen(3), **{**FAST, "batch_size": 5})
+    monkeypatch.setattr(decoder.unet, "forward", spy)
+    parts = decoder.decode(tokens, generator=gen(3), **FAST)
+    assert max(sizes) == 2 * FAST["batch_size"] and sum(sizes) == 2 * 5 * FAST["num_steps"]   # cond + uncond
+    torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-4)
+    alone = decoder.decode(tokens[2:3], generator=gen(0), **FAST)        # images draw their noise in order:
+    assert not torch.allclose(alone, whole[2:3], atol=1e-3)              # the third image's draws come third
 
 
 def test_unconditional_input_is_random_tokens(decoder, monkeypatch):
@@ -97,7 +116,7 @@ def test_unconditional_input_is_random_tokens(decoder, monkeypatch):
 
     monkeypatch.setattr(decoder.unet, "forward", spy)
     tokens = torch.randn(2, SEQ, DIM) * 3 + 1
-    decoder.decode(tokens, generator=gen(0), guidance=5.0)
+    decoder.decode(tokens, generator=gen(0), num_steps=38, guidance=5.0, batch_size=2)
     assert [t for t, _, _ in calls] == sgm_timesteps(38)
     context = calls[0][1]
     uncond, cond = context[:2], context[2:]
@@ -120,7 +139,7 @@ def test_output_transform_is_0_8x_plus_0_2(decoder, monkeypatch):
             return DecoderOutput(sample=torch.full((z.shape[0], 3, 64, 64), value))
 
         monkeypatch.setattr(decoder.vae, "decode", constant)
-        out = decoder.decode(torch.randn(1, SEQ, DIM), generator=gen(0), num_steps=2)
+        out = decoder.decode(torch.randn(1, SEQ, DIM), generator=gen(0), **{**FAST, "num_steps": 2})
         assert torch.allclose(out, torch.full_like(out, expected)), (value, out.unique())
     assert seen[0].shape == (1, 4, 8, 8)
 
@@ -245,7 +264,7 @@ def test_convert_sgm_checkpoint_round_trip(tmp_path):
     assert unet.config.projection_class_embeddings_input_dim == 1024
     assert unet.config.cross_attention_dim == DIM
     decoder = UnclipDecoder.from_pretrained(out)           # the converted folder decodes
-    assert decoder.decode(torch.randn(1, SEQ, DIM), generator=gen(0), num_steps=2).shape == (1, 3, 64, 64)
+    assert decoder.decode(torch.randn(1, SEQ, DIM), generator=gen(0), **{**FAST, "num_steps": 2}).shape == (1, 3, 64, 64)
 
 
 def test_convert_uses_ema_weights(tmp_path):

@@ -244,6 +244,25 @@ def tiny_prior(**kw):
     return BrainDiffusionPrior(PriorConfig(**{**dict(dim=32, depth=2, dim_head=16, heads=2, num_tokens=4), **kw}))
 
 
+def test_activation_checkpointing_keeps_loss_and_gradients():
+    torch.manual_seed(0)
+    plain = tiny_prior().train()
+    saving = copy.deepcopy(plain)
+    saving.net.causal_transformer.activation_checkpointing = True
+    brain, image = torch.randn(3, 4, 32), torch.randn(3, 4, 32)
+    times, noise = torch.tensor([5, 50, 90]), torch.randn(3, 4, 32)
+    results = []
+    for model in (plain, saving):
+        torch.manual_seed(1)                         # the same condition dropout in both
+        loss, _ = model(brain, image, times=times, noise=noise)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (la, ga), (lb, gb) = results
+    assert torch.equal(la, lb) and ga.keys() == gb.keys() and len(ga) > 10
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_ddim_time_pairs():
     pairs = ddim_time_pairs(100, 20)
     times = [t for t, _ in pairs] + [pairs[-1][1]]

@@ -25,6 +25,7 @@ def test_real_config_downloads_exactly_what_it_needs(tmp_path):
                 "evals/all_git_generated_captions.pt", "evals/all_images.pt", "wds/subj01/new_test/0.tar",
                 "wds/subj01/train/0.tar"]
     models = ["brain_region_masks.hdf5", "gnet_multisubject.pt", "unclip6_epoch0_step110000.ckpt",  # later stages
+              "bigG_to_L_epoch8.pth",                                                       # bigG -> GIT
               "sd_image_var_autoenc.pth", "convnext_xlarge_alpha0.75_fullckpt.pth"]            # blurry branch
     assert one == sorted(f"data/mindeyev2/{f}" for f in expected + models)
     no_blurry = planned_downloads(tmp_path, experiments={"blurry_bigG": {"blurry_recon": False}})
@@ -36,6 +37,16 @@ def test_real_config_downloads_exactly_what_it_needs(tmp_path):
     assert set(one) <= set(three) and len(three) == len(one) + 2
     old = planned_downloads(tmp_path, new_test=False, subject=2)
     assert "data/mindeyev2/wds/subj02/test/0.tar" in old and not any("subj01" in f for f in old)
+
+
+def test_real_config_captions_bigG_with_upstreams_released_converter(tmp_path):
+    out = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",)).stdout
+    jobs = out.split("\n\n")
+    converters = [j for j in jobs if "rule converter:" in j]
+    assert sorted(re.search(r"output: (\S+),", j).group(1) for j in converters) == [
+        "cache/converters/vitb32_to_bigG.pt", "cache/converters/vitb32_to_git.pt"]      # none for bigG -> GIT
+    lite = [j for j in jobs if "rule reconstruct:" in j and "evals/lite_bigG/" in j]
+    assert len(lite) == 1 and "data/mindeyev2/bigG_to_L_epoch8.pth" in lite[0]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -221,10 +221,11 @@ class MindEyeModel(nn.Module):
         """voxels (B,1,V_s) with an int subj_idx, or lists of both (multi-subject: each batch
         through its own ridge, concatenated on the batch axis before the shared backbone).
         Returns BrainNetwork's (backbone, clip_voxels, (blur_latent, blur_aux))."""
+        dtype = self.ridge.linears[0].weight.dtype    # bf16 under DeepSpeed, which does not autocast
         if isinstance(subj_idx, int):
-            hidden = self.ridge(voxels, subj_idx)
+            hidden = self.ridge(voxels.to(dtype), subj_idx)
         else:
-            hidden = torch.cat([self.ridge(v, s) for v, s in zip(voxels, subj_idx)], dim=0)
+            hidden = torch.cat([self.ridge(v.to(dtype), s) for v, s in zip(voxels, subj_idx)], dim=0)
         return self.backbone(hidden)
 
 

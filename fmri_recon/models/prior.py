@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 @dataclass
@@ -220,6 +221,9 @@ class PriorTransformer(nn.Module):
 
     def __init__(self, dim: int, depth: int, dim_head: int, heads: int):
         super().__init__()
+        # Recompute each layer's activations in the backward pass instead of keeping them
+        # (training only; the gradients are the same). Set by the train stage.
+        self.activation_checkpointing = False
         self.rel_pos_bias = RelPosBias(heads)
         rotary_emb = RotaryEmbedding(min(32, dim_head))  # one instance shared by all layers
         self.layers = nn.ModuleList([
@@ -234,9 +238,16 @@ class PriorTransformer(nn.Module):
         # n queries against n+1 keys: the null key is key 0, so real key j sits at j+1 (upstream).
         attn_bias = self.rel_pos_bias(n, n + 1, device=x.device)
         for attn, ff in self.layers:
-            x = attn(x, attn_bias) + x
-            x = ff(x) + x
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(_layer, attn, ff, x, attn_bias, use_reentrant=False)
+            else:
+                x = _layer(attn, ff, x, attn_bias)
         return self.project_out(self.norm(x))
+
+
+def _layer(attn, ff, x, attn_bias):
+    x = attn(x, attn_bias) + x
+    return ff(x) + x
 
 
 def _keep_mask(batch: int, keep_prob: float, device) -> torch.Tensor:
@@ -391,7 +402,7 @@ class BrainDiffusionPrior(nn.Module):
         x_t = self.noise_scheduler.q_sample(image_embed, times, noise)
         p = self.cfg.cond_drop_prob
         pred = self.net(x_t, times, text_embed, brain_cond_drop_prob=p, image_cond_drop_prob=p)
-        return F.mse_loss(pred, image_embed), pred
+        return F.mse_loss(pred.float(), image_embed.float()), pred
 
     @torch.no_grad()
     def p_sample_loop(self, shape, text_cond, cond_scale: float = 1.0, timesteps: int = 20,

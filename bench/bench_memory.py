@@ -1,0 +1,120 @@
+"""Peak memory of the training step at the real sizes, measured on the CPU, fitted over the batch.
+
+    python bench/bench_memory.py                         # lite and seed models, both regimes, batches 2 and 4
+    python bench/bench_memory.py --models lite --regimes autocast --batches 1 2 3
+    python bench/bench_memory.py --one lite autocast 2   # one measurement (what the sweep runs per process)
+
+The peak RSS of a CPU process running the same computation in the same precision regime
+(weights, gradients, optimizer state, activations) approximates the GPU memory of that step
+(shared/spec/environment.md). Each measurement is a fresh process going through the train
+stage's own code (``train.build_model``, ``train.prepare``, ``train.train_epoch``) on random
+voxels and targets of the real shapes; the process's memory before the model exists is
+subtracted. Regimes:
+
+- ``autocast``: fp32 weights, gradients and AdamW state, bf16 autocast: all of it on the GPU.
+- ``deepspeed``: DeepSpeed ZeRO-2, bf16 weights and gradients on the GPU, fp32 master weights,
+  fp32 gradients and Adam state offloaded to the CPU (16 bytes per parameter, subtracted
+  for the GPU figure).
+
+The default batch (24) does not fit this machine's memory in every regime, so two small
+batches are measured and the line through them predicts the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = {   # the config's experiments at the real sizes (subject 1: 15724 voxels)
+    "lite": dict(hidden_dim=1024, clip_seq_dim=256, clip_emb_dim=1664, prior_dim_head=52),
+    "seed": dict(hidden_dim=1024, clip_seq_dim=49, clip_emb_dim=768, prior_dim_head=52),
+}
+VOXELS = 15724
+OFFLOADED_BYTES_PER_PARAM = 16      # ZeRO-Offload: fp32 master + fp32 gradient + Adam m and v
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(model_name: str, regime: str, batch: int, steps: int = 2, checkpointing: bool = True) -> dict:
+    """One measurement in this process: peak memory of ``steps`` training steps at ``batch``."""
+    import numpy as np
+    import torch
+
+    from fmri_recon import train
+    from fmri_recon.models import BrainConfig, parameter_counts
+    from fmri_recon.train_data import SubjectData, TrainData
+
+    torch.set_num_threads(2)
+    n = batch * steps
+    g = torch.Generator().manual_seed(0)
+    shape = (MODELS[model_name]["clip_seq_dim"], MODELS[model_name]["clip_emb_dim"])
+    targets = torch.randn(n + 2, *shape, generator=g).half()
+    subj = SubjectData(1, torch.randn(n, VOXELS, generator=g).half(), torch.arange(2, n + 2), np.arange(2, n + 2),
+                       torch.randn(2, 3, VOXELS, generator=g).half(), torch.arange(2), np.arange(2))
+    data = TrainData([subj], targets, np.arange(n + 2))
+    before = rss_mb()
+    cfg = BrainConfig(num_voxels=[VOXELS], n_blocks=4, clip_exclude_mean=True, **MODELS[model_name])
+    tc = train.TrainConfig(num_epochs=20, batch_size=batch,   # one epoch of 20 runs: the scheduler needs a span
+                           precision="bf16", device="cpu", mixup_pct=0.0,
+                           deepspeed_offload=regime == "deepspeed", activation_checkpointing=checkpointing)
+    model = train.build_model(data, cfg, tc, init_from=None, resuming=False)
+    params = parameter_counts(model)["total"]
+    parts = train.prepare(model, tc, steps, None, Path("unused"))
+    train.train_epoch(data, tc, 0, parts, mixup=False, temp=0.006, teacher_aug=None)
+    peak = rss_mb() - before
+    offloaded = params * OFFLOADED_BYTES_PER_PARAM / 2**20 if regime == "deepspeed" else 0.0
+    return {"model": model_name, "regime": regime, "batch": batch, "params": params, "checkpointing": checkpointing,
+            "peak_rss_mb": round(peak), "gpu_mb": round(peak - offloaded)}
+
+
+def fit(rows: list[dict], at: int) -> tuple[float, float, float]:
+    """(memory at batch 0, per sample, predicted at ``at``) of the line through the measurements (MB)."""
+    import numpy as np
+
+    b = np.array([r["batch"] for r in rows], float)
+    m = np.array([r["gpu_mb"] for r in rows], float)
+    slope, intercept = np.polyfit(b, m, 1)
+    return intercept, slope, intercept + slope * at
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--one", nargs=3, metavar=("MODEL", "REGIME", "BATCH"))
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--regimes", nargs="+", default=["autocast", "deepspeed"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[2, 4])
+    ap.add_argument("--at", type=int, default=24, help="batch to predict (the config's default)")
+    ap.add_argument("--no-checkpointing", action="store_true")
+    args = ap.parse_args()
+    if args.one:
+        name, regime, batch = args.one
+        print("RESULT " + json.dumps(measure(name, regime, int(batch), checkpointing=not args.no_checkpointing)))
+        return
+    print(f"| model | regime | params | batch -> GPU MB (CPU peak RSS MB) | per sample MB | predicted at {args.at} |")
+    print("|---|---|---|---|---|---|")
+    for name in args.models:
+        for regime in args.regimes:
+            rows = []
+            for batch in args.batches:
+                cmd = [sys.executable, __file__, "--one", name, regime, str(batch)]
+                cmd += ["--no-checkpointing"] if args.no_checkpointing else []
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+                if out.returncode != 0 or not lines:
+                    raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+                rows.append(json.loads(lines[-1][len("RESULT "):]))
+            base, per, pred = fit(rows, args.at)
+            cells = ", ".join(f"{r['batch']} -> {r['gpu_mb']:,} ({r['peak_rss_mb']:,})" for r in rows)
+            print(f"| {name} | {regime} | {rows[0]['params'] / 1e6:.1f} M | {cells} | {per:,.0f} | "
+                  f"{pred / 1024:.1f} GB |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
