@@ -56,6 +56,16 @@ def measured_voxels(data_dir, subject: int, num_sessions: int, new_test: bool) -
     return nsd.open_split(data_dir, subject, num_sessions, new_test).test_voxels().mean(1)
 
 
+def missing_brain_inputs(ev: dict, inputs) -> str | None:
+    """Why brain correlation cannot be computed (its region masks or GNet file absent), or None."""
+    missing = [] if "masks" in inputs else [ev["masks"]]
+    if ev["gnet"].startswith("data:") and "gnet" not in inputs:
+        missing.append(ev["gnet"][len("data:"):])
+    if not missing:
+        return None
+    return f"brain correlation not computed: {' and '.join(missing)} not in data_dir (download: false)"
+
+
 def blend_blurry(enhanced: torch.Tensor, blurry: torch.Tensor, weight: float) -> torch.Tensor:
     """The refined images as upstream scores them: ``weight * enhanced + (1 - weight) * blurry``
     at 256x256 (weight 1: no blending)."""

@@ -218,6 +218,12 @@ class Split:
     def train_trials(self) -> np.ndarray:
         return self.train_behav[:, COL_GLOBAL_TRIAL].astype(np.int64)
 
+    @property
+    def trials_per_session(self) -> int:
+        """Trials of the first session, train and test together (NSD: 750)."""
+        sessions = np.concatenate([self.train_behav[:, COL_SESSION], self.test_behav[:, COL_SESSION]])
+        return int((sessions == sessions.min()).sum())
+
     def test_voxels(self) -> np.ndarray:
         """Betas (n, 3, voxels) float32 of the three repeats of each test image."""
         vox = read_voxels(self.data_dir, self.subject, self.test_trials.ravel())
@@ -290,6 +296,21 @@ def load_eval(data_dir: str | Path, name: str):
 def write_json(path: str | Path, obj: dict) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def check_finite_betas(split: Split, chunk: int = 1024) -> None:
+    """Every betas row the run reads (train and test trials) is finite, read ``chunk`` rows at a
+    time. A NaN would otherwise surface as a NaN loss minutes into training."""
+    path = split.data_dir / betas_file(split.subject)
+    rows = np.unique(np.concatenate([split.train_trials, split.test_trials.ravel()]))
+    bad = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        finite = np.isfinite(read_rows(path, "betas", part)).all(axis=1)
+        bad.extend(part[~finite].tolist())
+    if bad:
+        raise DataError(f"{path}: 'betas' rows {bad[:20]}{' ...' if len(bad) > 20 else ''} ({len(bad)} rows) hold "
+                        "NaN or Inf (a row is a global trial, behav column 5); fix or re-export the file")
 
 
 def check_evals(split: Split) -> None:

@@ -63,6 +63,7 @@ def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int = 20,
 def blurry_recons(model, test_voxels: torch.Tensor, vae, *, batch_size: int = 16, device="cpu") -> torch.Tensor:
     """(n,3,256,256) in [0,1]: the blurry branch's latents of the three repeats averaged (spec
     §3.2), decoded by the VAE (§3.5) and resized like the other reconstructions."""
+    from .images import to_output_size
     from .lowlevel import decode_latents
 
     if not model.cfg.blurry_recon:
@@ -72,9 +73,7 @@ def blurry_recons(model, test_voxels: torch.Tensor, vae, *, batch_size: int = 16
     for start in range(0, len(test_voxels), batch_size):
         chunk = test_voxels[start:start + batch_size].float().to(device)
         latents = torch.stack([model(chunk[:, r][:, None], 0)[2][0] for r in range(chunk.shape[1])]).mean(0)
-        images = decode_latents(vae, latents)
-        out.append(torch.nn.functional.interpolate(images.cpu(), size=(256, 256), mode="bilinear",
-                                                   antialias=True).clamp(0, 1))
+        out.append(to_output_size(decode_latents(vae, latents)))
     return torch.cat(out)
 
 

@@ -82,13 +82,13 @@ def refine(pipe_dir_or_single_file, images, prompts: list[str], *, steps: int = 
 
     ``images`` (B, 3, H, W) in [0, 1] (upstream: the 256^2 unCLIP recons) are upsampled to
     ``size`` (bilinear), refined with prompt ``prompts[i]``, and downsampled to ``out_size``
-    (bilinear, antialiased, as torchvision's Resize on tensors). ``pipe_dir_or_single_file`` is
+    (bilinear without antialiasing: upstream's torchvision 0.16 tensor Resize). ``pipe_dir_or_single_file`` is
     a folder, a .safetensors file, or an already loaded pipeline. One CPU generator seeded with
     ``seed`` serves all batches in order, so a run is deterministic for (seed, batch_size).
     """
     import torch
-    import torch.nn.functional as F
 
+    from .images import resize
     from .unclip import sgm_timesteps
 
     if images.ndim != 4 or images.shape[1] != 3:
@@ -107,10 +107,9 @@ def refine(pipe_dir_or_single_file, images, prompts: list[str], *, steps: int = 
     out = []
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size].float().clamp(0, 1)
-        batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+        batch = resize(batch, [size, size])
         refined = pipe(prompt=list(prompts[i:i + batch_size]), negative_prompt=[negative_prompt] * len(batch),
                        image=batch, strength=strength, timesteps=sgm_timesteps(steps), guidance_scale=guidance,
                        generator=generator, output_type="pt", **sizes).images
-        out.append(F.interpolate(refined.float().cpu(), size=(out_size, out_size), mode="bilinear",
-                                 align_corners=False, antialias=True).clamp(0, 1))
+        out.append(resize(refined.float().cpu(), [out_size, out_size]).clamp(0, 1))
     return torch.cat(out)

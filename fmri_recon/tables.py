@@ -64,6 +64,7 @@ COLUMNS: dict[str, str] = {
        for k in _CAPTION},
     **{f"brain_corr_{r}": f"brain correlation in {r}: GNet8-predicted responses to the images vs measured "
                           "responses, Pearson r across the region's voxels, mean over images" for r in _REGIONS},
+    "notes": "what this row does not report, and why (e.g. brain correlation without region masks)",
     "train_wall_time_s": "training wall-clock time of the brain model (seconds)",
     "train_peak_memory_mb": "peak memory while training (MiB; GPU allocated on CUDA, max RSS on CPU)",
     "params_total": "trainable parameters of the brain model (ridge + backbone + prior)",
@@ -82,7 +83,7 @@ def experiment_rows(experiment: str, *, n_test_images: int, image: Mapping[str, 
                     retrieval: Mapping[str, Any] | None = None, captions: Mapping[str, float] | None = None,
                     captions_relative: Mapping[str, float] | None = None,
                     brain: Mapping[str, Mapping[str, float]] | None = None,
-                    train_stats: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+                    train_stats: Mapping[str, Any] | None = None, notes: str | None = None) -> list[dict[str, Any]]:
     """Rows of one experiment, one per stage present in ``image`` or ``brain`` (in :data:`STAGES` order).
 
     * ``image``: stage -> :func:`fmri_recon.metrics.image.image_metrics` result;
@@ -91,7 +92,8 @@ def experiment_rows(experiment: str, *, n_test_images: int, image: Mapping[str, 
     * ``captions``: :func:`fmri_recon.metrics.captions.caption_metrics` of brain vs COCO captions;
     * ``captions_relative``: :func:`fmri_recon.metrics.captions.relative` result;
     * ``train_stats``: the training's ``train_stats.json`` (``wall_time_s``, ``peak_memory_mb``,
-      ``params.total``).
+      ``params.total``);
+    * ``notes``: said on every row (what is missing and why).
     """
     brain = brain or {}
     stages = [s for s in STAGES if s in image or s in brain]
@@ -120,6 +122,7 @@ def experiment_rows(experiment: str, *, n_test_images: int, image: Mapping[str, 
             row.update(model)
         row.update({k: v for k, v in (image.get(stage) or {}).items() if k in _IMAGE})
         row.update({f"brain_corr_{r}": v for r, v in (brain.get(stage) or {}).items()})
+        row["notes"] = notes
         rows.append(row)
     return rows
 

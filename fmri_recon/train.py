@@ -9,9 +9,10 @@ global batch. accelerate runs it in fp32/bf16/fp16, with DeepSpeed ZeRO-2 + CPU 
 offload on a GPU. A checkpoint every ``ckpt_interval`` epochs carries the RNG states, so a
 killed run resumes where it stopped and ends with the same weights.
 
-Deliberate deviation: an epoch is one pass over a fresh permutation of the train trials
-(upstream samples ``750 * sessions`` trials with replacement). Like upstream, a batch that
-holds the same image twice is skipped (a contrastive loss would count it as a negative).
+An epoch has upstream's number of steps (``750 * sessions`` samples, ``750 * 40`` multi-subject,
+over the global batch), drawn from back-to-back permutations of the train trials where upstream
+samples with replacement. Like upstream, a batch that holds the same image twice is skipped (a
+contrastive loss would count it as a negative).
 """
 from __future__ import annotations
 
@@ -92,6 +93,12 @@ def make_accelerator(tc: TrainConfig, micro_batch: int):
                                  gradient_accumulation_steps=tc.grad_accum, gradient_clipping=None)
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch   # we feed our own batches
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision]
+    if not tc.deepspeed_offload:
+        # accelerate keeps one process-wide state that refuses another precision; a process that
+        # trains twice (tests, benchmarks) starts from a clean one (accelerate's own tests do this)
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(mixed_precision=mixed, cpu=not cuda and plugin is None,
                        gradient_accumulation_steps=tc.grad_accum, deepspeed_plugin=plugin)
 
@@ -119,7 +126,8 @@ def make_scheduler(optimizer, tc: TrainConfig, total_steps: int):
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=tc.max_lr, total_steps=total_steps, final_div_factor=1000,
             last_epoch=-1, pct_start=min(2 / tc.num_epochs, 0.5))   # 0.5: runs of 1-3 epochs
-    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
+    # upstream's `linear`: torch's LinearLR defaults, a third of max_lr rising to max_lr
+    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / 3, end_factor=1.0,
                                              total_iters=total_steps)
 
 
@@ -177,12 +185,23 @@ class LossModel(torch.nn.Module):
 
 
 def epoch_batches(data: TrainData, tc: TrainConfig, epoch: int) -> list[list[np.ndarray]]:
-    """Per global step, the trial indices of each subject; reproducible from (seed, epoch)."""
+    """Per global step, the trial indices of each subject; reproducible from (seed, epoch).
+
+    Upstream's number of steps: ``samples_per_epoch // batch_size`` (750 x sessions, or 750 x 40
+    for multi-subject, over the global batch). Each subject's share of a step comes from
+    back-to-back permutations of its train trials (upstream samples with replacement), so every
+    trial is seen about equally often."""
     per_subject = tc.batch_size // len(data.subjects)
     rng = np.random.default_rng([tc.seed, epoch])
-    perms = [rng.permutation(len(s.voxels)) for s in data.subjects]
-    steps = min(len(p) // per_subject for p in perms)
-    return [[p[i * per_subject:(i + 1) * per_subject] for p in perms] for i in range(steps)]
+    if data.samples_per_epoch is None:
+        steps = min(len(s.voxels) // per_subject for s in data.subjects)
+    else:
+        steps = data.samples_per_epoch // tc.batch_size
+    streams = []
+    for s in data.subjects:
+        passes = -(-steps * per_subject // len(s.voxels))            # ceil
+        streams.append(np.concatenate([rng.permutation(len(s.voxels)) for _ in range(max(passes, 1))]))
+    return [[p[i * per_subject:(i + 1) * per_subject] for p in streams] for i in range(steps)]
 
 
 def has_duplicate_images(data: TrainData, batch: list[np.ndarray]) -> bool:

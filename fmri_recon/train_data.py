@@ -52,6 +52,9 @@ class TrainData:
     targets: torch.Tensor         # (U, S, E) float16: every image any subject uses, once
     image_ids: np.ndarray         # (U,) sorted ids of the rows of ``targets``
     lowlevel: LowLevelData | None = None
+    # Upstream's epoch: 750 x sessions samples (750 x 40 for multi-subject), i.e. trials per session
+    # x the most sessions of any subject; None: one pass over each subject's train trials.
+    samples_per_epoch: int | None = None
 
 
 def load_lowlevel(data_dir, cache_path, ids: np.ndarray, train_ids: np.ndarray) -> LowLevelData:
@@ -87,4 +90,5 @@ def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targe
     lowlevel = None
     if lowlevel_path is not None:
         lowlevel = load_lowlevel(data_dir, lowlevel_path, ids, np.concatenate([s.image_ids for s in out]))
-    return TrainData(out, targets, ids, lowlevel)
+    samples = splits[0].trials_per_session * num_sessions
+    return TrainData(out, targets, ids, lowlevel, samples_per_epoch=samples)

@@ -25,6 +25,36 @@ def data_path(rel):
     return os.path.join(DATA, rel)
 
 
+def present(paths):
+    """`paths` (under data_dir), which with download: false must be there already. Called from
+    input functions, so only the files of the jobs a run needs are checked, before any job runs."""
+    if config["dataset"] == "nsd" and not config["download"]:
+        root = os.path.abspath(DATA) + os.sep               # files made by rules (weights, caches) are not checked
+        missing = [p for p in paths if os.path.abspath(p).startswith(root) and not os.path.exists(p)]
+        if missing:
+            raise WorkflowError(f"download: false, but these files are missing under data_dir ({DATA}): "
+                                f"{', '.join(os.path.relpath(m, DATA) for m in missing)}. Put them there "
+                                "(the pscotti/mindeyev2 layout) or set download: true.")
+    return paths
+
+
+def data_input(*rels):
+    """Input function of dataset files (checked by `present`); one path for one file."""
+    def files(wildcards):
+        paths = present([data_path(r) for r in rels])
+        return paths[0] if len(rels) == 1 else paths
+    return files
+
+
+def optional_data(rel):
+    """A dataset file that only adds a metric (region masks, GNet): with download: false and the
+    file absent, None (the stage then leaves those columns empty and says why)."""
+    path = data_path(rel)
+    if config["dataset"] == "nsd" and not config["download"] and not os.path.exists(path):
+        return None
+    return path
+
+
 def as_param(obj):
     """Config values as rule params, serialised so that reordering YAML keys changes nothing."""
     return json.dumps(obj, sort_keys=True)
@@ -139,7 +169,7 @@ def converters(name):
     released = released_converter(clip)
     if released:
         path = data_path(released[len("data:"):]) if released.startswith("data:") else released[len("file:"):]
-        out = {"to_git": path}
+        out = {"to_git": present([path])[0]}
     else:
         out = {"to_git": f"cache/converters/{clip}_to_git.pt"}
     if clip != DECODER["clip"]:
@@ -177,12 +207,12 @@ def train_inputs(w):
     inputs = {
         "targets": targets_path(exp["clip_target"]),
         "summaries": [subject_summary(s) for s in exp["subjects"]],
-        "data": [data_path(f) for f in needed_files(exp["subjects"])],
+        "data": present([data_path(f) for f in needed_files(exp["subjects"])]),
     }
     if exp.get("init_from"):
         inputs["init"] = train_stats(exp["init_from"])
     if exp.get("blurry_recon", False):
-        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=lowlevel_weights("teacher"),
+        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=present([lowlevel_weights("teacher")])[0],
                       lowlevel_code=code("lowlevel.py"))   # only these trainings run it
     return inputs
 
@@ -203,15 +233,18 @@ def reconstruct_inputs(w):
 
 def evaluate_inputs(w):
     ev, name = config.get("evaluate", {}), w.name
+    check_wordnet()
     inputs = {
         "recons": evals_file(name, "recons"),
-        "gt_images": data_path(nsd.EVAL_IMAGES),
-        "coco": data_path(nsd.EVAL_CAPTIONS),
-        "git_captions": data_path(nsd.EVAL_GIT_CAPTIONS),
+        "gt_images": data_input(nsd.EVAL_IMAGES)(w),
+        "coco": data_input(nsd.EVAL_CAPTIONS)(w),
+        "git_captions": data_input(nsd.EVAL_GIT_CAPTIONS)(w),
         "targets": targets_path(recon_clip(name)),
-        "masks": data_path(ev.get("masks", nsd.MASKS_FILE)),
         "summary": subject_summary(),
     }
+    masks = optional_data(ev["masks"])
+    if masks:
+        inputs["masks"] = masks
     if not name.startswith(UPPER):
         inputs.update(enhanced=evals_file(name, "enhancedrecons"), clipvoxels=evals_file(name, "clipvoxels"),
                       predcaptions=evals_file(name, "predcaptions"), train=train_stats(name))
@@ -221,9 +254,19 @@ def evaluate_inputs(w):
         inputs["nets"] = [f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")]
     if ev.get("clip_weights", "random") != "random":
         inputs["clip_weights"] = f"{WEIGHTS}/hub/{ev['clip_weights'][len('hf://'):]}"
-    if ev.get("gnet", "random").startswith("data:"):
-        inputs["gnet"] = data_path(ev["gnet"][len("data:"):])
+    if ev["gnet"].startswith("data:") and optional_data(ev["gnet"][len("data:"):]):
+        inputs["gnet"] = optional_data(ev["gnet"][len("data:"):])
     return inputs
+
+
+def check_wordnet():
+    """METEOR's WordNet, checked while the DAG is built (before any job) when evaluate will run."""
+    from fmri_recon.metrics.captions import WordNetMissingError, ensure_wordnet
+
+    try:
+        ensure_wordnet()
+    except WordNetMissingError as e:
+        raise WorkflowError(f"the evaluate stage will need WordNet: {e}") from None
 
 
 def _check_config():
@@ -249,12 +292,6 @@ def _check_config():
             if n > syn["num_sessions"]:
                 raise WorkflowError(f"config: {n} sessions of subject {s} are used but "
                                     f"synthetic.num_sessions = {syn['num_sessions']}")
-    elif not config["download"]:
-        missing = [f for f in needed_files() if not os.path.exists(data_path(f))]
-        if missing:
-            raise WorkflowError(f"download: false, but these files are missing under data_dir "
-                                f"({DATA}): {', '.join(missing)}. Put them there (the pscotti/mindeyev2 "
-                                "layout) or set download: true.")
 
 
 _check_config()

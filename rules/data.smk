@@ -61,7 +61,7 @@ elif config["download"]:
 rule check_data:
     input:
         code=code("nsd.py"),
-        data=lambda w: [data_path(f) for f in needed_files([int(w.subject)])],
+        data=lambda w: present([data_path(f) for f in needed_files([int(w.subject)])]),
     output:
         "cache/data/subj{subject}.json",
     wildcard_constraints:

@@ -6,8 +6,8 @@
 rule git_features:
     input:
         summaries=[subject_summary(s) for s in subject_sessions()],
-        tars=[data_path(f) for f in needed_files() if f.endswith(".tar")],
-        images=data_path(nsd.IMAGES_FILE),
+        tars=lambda w: present([data_path(f) for f in needed_files() if f.endswith(".tar")]),
+        images=data_input(nsd.IMAGES_FILE),
         git=weights_dir(config["captions"]["weights"], "git"),
         code=code("captions.py", "clip_targets.py"),
     output:
@@ -98,9 +98,9 @@ rule blurry:
     input:
         code=code("reconstruct.py", "lowlevel.py", "checkpoint.py"),
         train=train_stats("{name}"),
-        vae=lowlevel_weights("vae"),
+        vae=lambda w: present([lowlevel_weights("vae")])[0],
         summary=subject_summary(),
-        betas=data_path(nsd.betas_file(SUBJECT)),
+        betas=data_input(nsd.betas_file(SUBJECT)),
     output:
         evals_file("{name}", "blurryrecons"),
     params:

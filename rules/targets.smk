@@ -6,8 +6,8 @@ rule targets:
     input:
         code=code("nsd.py", "clip_targets.py"),
         summaries=lambda w: [subject_summary(s) for s in subject_sessions(w.clip)],
-        tars=lambda w: [data_path(f) for f in needed_files(subject_sessions(w.clip)) if f.endswith(".tar")],
-        images=data_path(nsd.IMAGES_FILE),
+        tars=lambda w: present([data_path(f) for f in needed_files(subject_sessions(w.clip)) if f.endswith(".tar")]),
+        images=data_input(nsd.IMAGES_FILE),
         weights=lambda w: clip_weights(w.clip),
     output:
         targets_path("{clip}"),
@@ -38,10 +38,10 @@ rule lowlevel_targets:
     input:
         code=code("nsd.py", "clip_targets.py", "lowlevel.py"),
         summaries=lambda w: [subject_summary(s) for s in lowlevel_sessions()],
-        tars=lambda w: [data_path(f) for f in needed_files(lowlevel_sessions()) if f.endswith(".tar")],
-        images=data_path(nsd.IMAGES_FILE),
-        vae=lowlevel_weights("vae"),
-        teacher=lowlevel_weights("teacher"),
+        tars=lambda w: present([data_path(f) for f in needed_files(lowlevel_sessions()) if f.endswith(".tar")]),
+        images=data_input(nsd.IMAGES_FILE),
+        vae=lambda w: present([lowlevel_weights("vae")])[0],
+        teacher=lambda w: present([lowlevel_weights("teacher")])[0],
     output:
         "cache/lowlevel_targets.hdf5",
     params:

@@ -82,7 +82,7 @@ rule snapshot_weights:
 # MindEye2's sgm unCLIP checkpoint, converted once to a diffusers folder.
 rule convert_unclip:
     input:
-        lambda w: data_path(DECODER["weights"][len("data:"):]),
+        lambda w: present([data_path(DECODER["weights"][len("data:"):])])[0],
     output:
         directory(f"{WEIGHTS}/converted/unclip"),
     log:

@@ -7,6 +7,7 @@ from fmri_recon import nsd, runlog
 log = runlog.setup(snakemake.log[0])
 p = snakemake.params
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
+nsd.check_finite_betas(split)
 nsd.check_evals(split)
 summary = split.summary()
 log.info("data of subject %d: %s", p.subject, summary)

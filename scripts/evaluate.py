@@ -30,9 +30,14 @@ if nets == "random" and "clip_weights" in inp.keys():
     raise ValueError("evaluate: nets = random but clip_weights is a file; use random for both")
 models = evaluate.feature_models(nets, device, clip_arch=ev.get("clip_arch", "ViT-L-14-quickgelu"))
 voxels = evaluate.measured_voxels(p.data_dir, p.subject, p.num_sessions, p.new_test)
-gnet = (brain_metrics.GNet8Encoder.load_upstream(inp.gnet, device=device) if "gnet" in inp.keys()
-        else brain_metrics.GNet8Encoder(subjects={p.subject: voxels.shape[1]}, seed=0))
-masks = brain_metrics.read_masks(inp.masks, p.subject)
+notes = evaluate.missing_brain_inputs(ev, inp.keys())
+if notes:                       # the rule left out absent masks or GNet (download: false)
+    log.warning("%s", notes)
+    gnet = masks = None
+else:
+    gnet = (brain_metrics.GNet8Encoder.load_upstream(inp.gnet, device=device) if "gnet" in inp.keys()
+            else brain_metrics.GNet8Encoder(subjects={p.subject: voxels.shape[1]}, seed=0))
+    masks = brain_metrics.read_masks(inp.masks, p.subject)
 image, brain = evaluate.score_images(images, gt, models, gnet, p.subject, voxels, masks, device)
 
 model_scores, train_stats = {}, None
@@ -47,7 +52,8 @@ if not p.upper_bound:
     train_stats = json.loads(open(inp.train).read())
 rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), image=image, brain=brain,
                               retrieval=model_scores.get("retrieval"), captions=model_scores.get("captions"),
-                              captions_relative=model_scores.get("captions_relative"), train_stats=train_stats)
+                              captions_relative=model_scores.get("captions_relative"), train_stats=train_stats,
+                              notes=notes)
 tables.write_table(rows, snakemake.output.table)
 captions = None if p.upper_bound else [str(c) for c in evaluate.load_pt(inp.predcaptions)]
 pictures.grid_png(gt, recons, images.get("enhanced"), captions, snakemake.output.grid)

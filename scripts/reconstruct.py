@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmri_recon import checkpoint, clip_targets, converter, nsd, reconstruct, runlog, train_data
+from fmri_recon import checkpoint, clip_targets, converter, images, nsd, reconstruct, runlog, train_data
 from fmri_recon.captions import GitCaptioner
 from fmri_recon.unclip import UnclipDecoder
 
@@ -42,12 +42,10 @@ def work(start, stop):
     with torch.no_grad():
         cond = to_decoder(tokens) if to_decoder is not None else tokens
         gen = torch.Generator().manual_seed(dec["seed"] + start)
-        images = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"],
-                                batch_size=dec["batch_size"])
+        decoded = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"],
+                                 batch_size=dec["batch_size"])
         captions = git.caption(to_git(tokens).to(device), max_length=cap.get("max_length", 20))
-    images = torch.nn.functional.interpolate(images.float().cpu(), size=(256, 256), mode="bilinear",
-                                             antialias=True).clamp(0, 1)
-    return {"recons": images, "predcaptions": captions}
+    return {"recons": images.to_output_size(decoded), "predcaptions": captions}
 
 
 chunks = reconstruct.chunked(len(split.test_images), dec.get("chunk", 50), progress, work)

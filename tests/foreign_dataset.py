@@ -36,7 +36,7 @@ def write_tar(path: Path, behav_rows: np.ndarray) -> None:
                 tar.addfile(info, io.BytesIO(data))
 
 
-def write(root: Path, *, betas_name: str = "betas", betas_rows: int | None = None) -> dict:
+def write(root: Path, *, betas_name: str = "betas", betas_rows: int | None = None, masks: bool = True) -> dict:
     """Write the layout under ``root``; returns what a reader should find."""
     rng = np.random.default_rng(5)
     test_ids = np.array([3, 10, 11, 40, 41, 90])
@@ -63,7 +63,8 @@ def write(root: Path, *, betas_name: str = "betas", betas_rows: int | None = Non
     torch.save(torch.from_numpy(images[test_ids].astype(np.float32)), root / "evals/all_images.pt")
     torch.save([f"caption {i}" for i in test_ids], root / "evals/all_captions.pt")
     torch.save([f"git caption {i}" for i in test_ids], root / "evals/all_git_generated_captions.pt")
-    from fmri_recon.metrics.brain import write_synthetic_masks
+    if masks:
+        from fmri_recon.metrics.brain import write_synthetic_masks
 
-    write_synthetic_masks(root / "brain_region_masks.hdf5", [SUBJECT], VOXELS)
+        write_synthetic_masks(root / "brain_region_masks.hdf5", [SUBJECT], VOXELS)
     return {"test_ids": test_ids, "reps": reps, "behav": behav, "images": images}

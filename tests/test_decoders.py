@@ -403,6 +403,30 @@ def test_refine(pipe, monkeypatch):
         refine(pipe, images, prompts[:1])
 
 
+def test_refined_images_are_resized_as_upstream_and_the_metrics_do():
+    """768 -> 256 without antialiasing (torchvision 0.16's tensor Resize), the same as reconstruct
+    and the evaluation: one helper, fmri_recon.images."""
+    from types import SimpleNamespace
+
+    from fmri_recon import images
+    from fmri_recon.metrics.image import resize_256
+
+    stripes = torch.zeros(1, 3, 768, 768)
+    stripes[..., ::2] = 1.0                                   # antialiasing would average them to grey
+    seen = []
+
+    def fake_pipe(image, **kw):
+        seen.append(image)
+        return SimpleNamespace(images=stripes)
+
+    out = refine(fake_pipe, torch.rand(1, 3, 256, 256), ["x"], size=768)
+    assert seen[0].shape == (1, 3, 768, 768)
+    torch.testing.assert_close(out, images.to_output_size(stripes))
+    torch.testing.assert_close(out, resize_256(stripes))
+    smooth = torch.nn.functional.interpolate(stripes, size=(256, 256), mode="bilinear", antialias=True)
+    assert (out - smooth).abs().max() > 0.3
+
+
 def test_refine_sends_negative_prompt(pipe, monkeypatch):
     seen = {}
     encode = pipe.encode_prompt

@@ -167,7 +167,7 @@ def test_blurry_recons_decode_the_latents_averaged_over_repeats(weights):
     with torch.no_grad():
         latents = torch.stack([model(voxels[:, r][:, None], 0)[2][0] for r in range(3)]).mean(0)
         want = torch.nn.functional.interpolate(lowlevel.decode_latents(vae, latents), size=(256, 256),
-                                               mode="bilinear", antialias=True).clamp(0, 1)
+                                               mode="bilinear", antialias=False).clamp(0, 1)   # upstream's Resize
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)      # batches of 2 vs 3: rounding
     with pytest.raises(ValueError, match="no blurry branch"):
         reconstruct.blurry_recons(MindEyeModel(tiny_cfg()), voxels, vae)

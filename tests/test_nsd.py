@@ -108,3 +108,16 @@ def test_wrong_array_shape_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"behav: expected shape \(2, 1, 17\)"):
         nsd.write_tar(tmp_path / "y.tar", {**samples, "behav": samples["behav"][:, 0]})
     assert not (tmp_path / "y.tar").exists()
+
+
+def test_betas_holding_nan_or_inf_are_named_with_their_rows(tmp_path):
+    foreign_dataset.write(tmp_path)
+    split = nsd.open_split(tmp_path, 5, 2)
+    nsd.check_finite_betas(split)                                       # clean data passes
+    bad = sorted([int(split.train_trials[3]), int(split.test_trials[1, 0])])
+    with h5py.File(tmp_path / "betas_all_subj05_fp32_renorm.hdf5", "a") as f:
+        f["betas"][bad[0], 7] = np.nan
+        f["betas"][bad[1], 0] = np.inf
+    with pytest.raises(nsd.DataError, match=rf"betas_all_subj05_fp32_renorm.hdf5: 'betas' rows \[{bad[0]}, {bad[1]}\] "
+                                            r"\(2 rows\) hold NaN or Inf"):
+        nsd.check_finite_betas(split, chunk=4)

@@ -113,3 +113,18 @@ def test_region_columns_follow_the_masks_file():
     from fmri_recon.metrics.brain import REGIONS
 
     assert [c[len("brain_corr_"):] for c in tables.COLUMNS if c.startswith("brain_corr_")] == list(REGIONS)
+
+
+def test_absent_masks_or_gnet_leave_brain_correlation_empty_with_a_note(tmp_path):
+    from fmri_recon import evaluate
+
+    ev = {"masks": "brain_region_masks.hdf5", "gnet": "data:gnet_multisubject.pt"}
+    assert evaluate.missing_brain_inputs(ev, ["masks", "gnet", "recons"]) is None
+    assert evaluate.missing_brain_inputs({**ev, "gnet": "random"}, ["masks"]) is None
+    note = evaluate.missing_brain_inputs(ev, ["recons"])
+    assert note == ("brain correlation not computed: brain_region_masks.hdf5 and gnet_multisubject.pt not in "
+                    "data_dir (download: false)")
+    rows = tables.experiment_rows("x", n_test_images=3, image={"recon": {"pixcorr": 0.1}}, notes=note)
+    tables.write_table(rows, tmp_path / "t.csv")
+    (row,) = tables.read_table(tmp_path / "t.csv")
+    assert row["notes"] == note and row["brain_corr_nsd_general"] == "" and row["pixcorr"] == "0.1"

@@ -95,6 +95,38 @@ def test_experiment_keys_are_config_fields():
     assert set(experiment.TRAIN_KEYS) <= {f.name for f in fields(train.TrainConfig)}
 
 
+def test_epoch_has_upstreams_number_of_steps():
+    data = fake_data(voxels=(30, 20, 25), n_train=690)
+    data.samples_per_epoch = 750 * 40                        # upstream's multi-subject epoch
+    batches = train.epoch_batches(data, tiny_tc(batch_size=42), epoch=0)
+    assert len(batches) == 750 * 40 // 42 == 714 and all(len(b) == 3 and all(len(i) == 14 for i in b) for b in batches)
+    data.samples_per_epoch = 750                             # one session, one subject
+    one = fake_data(n_train=690)
+    one.samples_per_epoch = 750
+    batches = train.epoch_batches(one, tiny_tc(batch_size=24), epoch=0)
+    assert len(batches) == 31                                # upstream: 750 // 24
+    counts = np.bincount(np.concatenate([b[0] for b in batches]), minlength=690)
+    assert counts.min() >= 1 and counts.max() <= 2           # permutations back to back: every trial, evenly
+    again = train.epoch_batches(one, tiny_tc(batch_size=24), epoch=0)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again))
+
+
+def test_schedulers_are_upstreams():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    linear = train.make_scheduler(opt, tiny_tc(lr_scheduler="linear", max_lr=3e-4), total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(linear.get_last_lr()[0])
+        opt.step()
+        linear.step()
+    assert lrs[0] == pytest.approx(1e-4) and linear.get_last_lr()[0] == pytest.approx(3e-4)   # torch defaults
+    assert all(np.diff(lrs) > 0)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    cycle = train.make_scheduler(opt, tiny_tc(max_lr=3e-4, num_epochs=150), total_steps=150 * 31)
+    assert cycle.get_last_lr()[0] == pytest.approx(3e-4 / 25)                 # div_factor 25
+    assert cycle.total_steps == 4650 and cycle._schedule_phases[0]["end_step"] == pytest.approx(2 / 150 * 4650 - 1)
+
+
 # --------------------------------------------------------------------------- runs
 def test_model_learns_and_writes_its_outputs(tmp_path):
     stats = train.run(fake_data(), tiny_cfg(), tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=1e-2), tmp_path,
@@ -106,6 +138,25 @@ def test_model_learns_and_writes_its_outputs(tmp_path):
     assert history[-1]["train_loss_total"] < 0.5 * history[0]["train_loss_total"]
     assert rows["val_image_to_brain"] >= 0.4 and rows["val_brain_to_image"] >= 0.4     # chance 0.1
     assert stats["params"]["total"] > 0 and stats["wall_time_s"] > 0 and stats["peak_memory_mb"] > 0
+
+
+def test_the_real_configs_training_regime_learns(tmp_path):
+    """config.yaml's regime (precision, DeepSpeed or not, activation checkpointing, no accumulation)
+    at a tiny size: the default is one the tests run."""
+    import yaml
+
+    from conftest import REPO
+
+    model = yaml.safe_load((REPO / "config.yaml").read_text())["model"]
+    keys = ("precision", "deepspeed_offload", "activation_checkpointing", "grad_accum", "clip_exclude_mean")
+    assert model["grad_accum"] == 1 and model["activation_checkpointing"] is True     # contrastive over all 24
+    tc = tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=1e-2, **{k: model[k] for k in keys if k != "clip_exclude_mean"})
+    if tc.deepspeed_offload:
+        pytest.skip("the DeepSpeed regime runs in test_deepspeed.py")
+    stats = train.run(fake_data(), tiny_cfg(clip_exclude_mean=model["clip_exclude_mean"]), tc, tmp_path, {"subjects": [1]})
+    history = checkpoint.read(tmp_path / "last.pth")["history"]
+    assert stats["precision"] == "bf16" and history[-1]["train_loss_total"] < 0.5 * history[0]["train_loss_total"]
+    assert stats["final"]["val_image_to_brain"] >= 0.4 and stats["final"]["val_brain_to_image"] >= 0.4   # chance 0.1
 
 
 def test_retrieval_head_excludes_the_train_targets_mean(tmp_path):

@@ -90,8 +90,9 @@ def foreign_config(data):
 
 
 def test_foreign_dataset_runs_to_its_targets_without_code_change(tmp_path):
+    """A dataset in the published layout, without region masks (only the evaluation would use them)."""
     data = tmp_path / "nsd"
-    truth = foreign_dataset.write(data)
+    truth = foreign_dataset.write(data, masks=False)
     snakemake(tmp_path, *TARGETS, configs=(REPO / "config.yaml",), overrides=foreign_config(data))
     summary = json.loads((tmp_path / "cache/data/subj05.json").read_text())
     assert summary["num_voxels"] == foreign_dataset.VOXELS and summary["test_repeat_counts"] == {"1": 1, "2": 5}
@@ -99,6 +100,29 @@ def test_foreign_dataset_runs_to_its_targets_without_code_change(tmp_path):
     for clip, shape in [("bigG", (256, 64)), ("vitb32", (49, 48))]:
         cache = clip_targets.TargetCache(tmp_path / f"cache/clip_targets/{clip}.hdf5")
         assert cache.image_ids.tolist() == used.tolist() and cache.shape == shape
+
+
+def test_without_region_masks_the_whole_dag_plans_and_brain_correlation_is_left_out(tmp_path):
+    data = tmp_path / "nsd"
+    foreign_dataset.write(data, masks=False)
+    out = snakemake(tmp_path, "-n", "tables/metrics.csv", configs=(REPO / "config.yaml",),
+                    overrides={**foreign_config(data), "captions": {"weights": "random", "converters": {"bigG": "train"}}})
+    jobs = [j for j in out.stdout.split("\n\n") if "rule evaluate:" in j]
+    assert len(jobs) == 6 and not any("brain_region_masks" in j for j in jobs)
+
+
+def test_nan_betas_stop_check_data_naming_the_rows(tmp_path):
+    data = tmp_path / "nsd"
+    truth = foreign_dataset.write(data)
+    row = int(truth["behav"][7, 5])
+    with h5py.File(data / "betas_all_subj05_fp32_renorm.hdf5", "a") as f:
+        f["betas"][row, 3] = np.nan
+    result = snakemake(tmp_path, "cache/data/subj05.json", configs=(REPO / "config.yaml",),
+                       overrides=foreign_config(data), check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "logs/check_data/subj05.log").read_text()
+    assert f"'betas' rows [{row}] (1 rows) hold NaN or Inf" in log
+    assert not (tmp_path / "cache/data/subj05.json").exists()
 
 
 def test_bad_file_fails_its_job_clearly_and_keeps_finished_work(tmp_path):

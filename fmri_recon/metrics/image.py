@@ -114,10 +114,9 @@ FEATURE_NETS: dict[str, FeatureNet] = {
 
 def _resize(x: torch.Tensor, size: int | list[int]) -> torch.Tensor:
     """torchvision tensor ``Resize(size)``: bilinear, antialias off (tv 0.16 tensor default)."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
+    from ..images import resize
 
-    return TF.resize(x, size, interpolation=InterpolationMode.BILINEAR, antialias=False)
+    return resize(x, size)
 
 
 def _as_images(x: torch.Tensor, what: str) -> torch.Tensor:
