@@ -31,7 +31,7 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
         code=code("evaluate.py", "tables.py", "pictures.py", "metrics/image.py", "metrics/brain.py",
-                  "metrics/captions.py", "metrics/retrieval.py"),
+                  "metrics/captions.py", "metrics/retrieval.py", "images.py"),
     output:
         table="tables/{name}.csv",
         grid=report("evals/{name}/{name}_grid.png", category="Reconstructions"),

@@ -2,6 +2,37 @@
 # test voxels -> brain model -> prior -> unCLIP decoder images + GIT captions -> evals/{name}/.
 
 
+# Run first (`snakemake check_decoder`): decodes a few test images' ground-truth tokens of each
+# token space and says which one the decoder expects; fails if targets.token_norm is the other.
+rule check_decoder:
+    input:
+        decoder=weights_dir(DECODER["weights"], "unclip"),
+        clip_weights=clip_weights(DECODER["clip"]),
+        images=data_input(nsd.EVAL_IMAGES),
+        code=code("decoder_check.py", "clip_targets.py", "unclip.py", "metrics/image.py", "images.py"),
+    output:
+        "checks/decoder_token_space.json",
+    params:
+        decoder=as_param({k: v for k, v in DECODER.items() if k not in ("mem_mb", "runtime", "device")}),
+        targets=as_param(config["targets"]),
+        clip=as_param(config["clip_models"][DECODER["clip"]]),
+        device=DECODER["device"],
+        data_dir=DATA,
+    log:
+        "logs/check_decoder.log",
+    benchmark:
+        "benchmarks/check_decoder.tsv"
+    resources:
+        mem_mb=DECODER["mem_mb"],
+        runtime=30,
+        gpu=1,
+    threads: 2
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    script:
+        "../scripts/check_decoder.py"
+
+
 # GIT's own visual features of every image, to train converters into GIT's space.
 rule git_features:
     input:
@@ -66,7 +97,8 @@ rule converter:
 rule reconstruct:
     input:
         unpack(reconstruct_inputs),
-        code=code("reconstruct.py", "unclip.py", "captions.py", "converter.py", "checkpoint.py", "train_data.py"),
+        code=code("reconstruct.py", "unclip.py", "captions.py", "converter.py", "checkpoint.py", "train_data.py",
+                  "images.py", "models/brain.py", "models/prior.py"),
     output:
         **{k: evals_file("{name}", k) for k in ("recons", "clipvoxels", "predcaptions", "prior_out", "backbones")},
     params:
@@ -96,7 +128,7 @@ rule reconstruct:
 # The blurry branch's reconstructions: its latents (averaged over repeats) through the SD VAE.
 rule blurry:
     input:
-        code=code("reconstruct.py", "lowlevel.py", "checkpoint.py"),
+        code=code("reconstruct.py", "lowlevel.py", "checkpoint.py", "images.py", "models/brain.py"),
         train=train_stats("{name}"),
         vae=lambda w: present([lowlevel_weights("vae")])[0],
         summary=subject_summary(),

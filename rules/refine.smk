@@ -7,7 +7,7 @@ rule refine:
         recons=evals_file("{name}", "recons"),
         captions=evals_file("{name}", "predcaptions"),
         base=weights_dir(REFINE.get("base", "random"), "sdxl"),
-        code=code("refine.py", "reconstruct.py"),
+        code=code("refine.py", "reconstruct.py", "images.py"),
     output:
         evals_file("{name}", "enhancedrecons"),
     params:

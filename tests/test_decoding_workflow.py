@@ -101,3 +101,15 @@ def test_refined_images_are_scored_blended_with_the_blurry_ones(demo_run):
     assert set(rows) == {"recon", "enhanced", "blurry"}
     assert rows["blurry"]["pixcorr"] != rows["enhanced"]["pixcorr"] != rows["recon"]["pixcorr"]
     assert rows["blurry"]["image_to_brain"] == rows["recon"]["image_to_brain"]    # a property of the brain model
+
+
+def test_check_decoder_says_which_token_space_the_decoder_expects(demo_run):
+    snakemake(demo_run, "check_decoder")
+    report = json.loads((demo_run / "checks/decoder_token_space.json").read_text())
+    assert set(report["scores"]) == {"pre_ln_post", "post_ln_post"} and report["images"] == 8
+    assert report["configured"] == "post_ln_post"
+    assert report["report"] in (demo_run / "logs/check_decoder.log").read_text()
+    if report["expects"] is None:                  # the demo's decoder may have no preference
+        assert "no clear preference" in report["report"]
+    else:
+        assert report["expects"] == "post_ln_post" and "agrees" in report["report"]
