@@ -326,11 +326,13 @@ def build_tiny_sdxl_img2img(out_dir: str | Path, seed: int = 0) -> Path:
         ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                    pad_token_id=tok.pad_token_id, max_position_embeddings=77, num_attention_heads=2,
                    num_hidden_layers=2, hidden_act="gelu")
+        # widths differ, as in SD-XL (768 and 1280): diffusers' single-file loader tells the two
+        # encoders apart by their width
         text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64, **ids))
         text_encoder_2 = CLIPTextModelWithProjection(
-            CLIPTextConfig(hidden_size=32, intermediate_size=64, projection_dim=32, **ids))
+            CLIPTextConfig(hidden_size=48, intermediate_size=96, projection_dim=48, **ids))
         # context = both encoders' penultimate states; vector = pooled text + 6 numbers x 256
-        params = {**TINY_UNET, "context_dim": 32 + 32, "adm_in_channels": 32 + 6 * 256}
+        params = {**TINY_UNET, "context_dim": 32 + 48, "adm_in_channels": 48 + 6 * 256}
         unet = UNet2DConditionModel(**unet_config(params, TINY_IMAGE_SIZE // 8))
         vae = AutoencoderKL(**vae_config(TINY_VAE, TINY_IMAGE_SIZE))
         pipe = StableDiffusionXLImg2ImgPipeline(

@@ -1,12 +1,22 @@
 # Refine: SD-XL img2img over the upsampled reconstructions, prompted with the predicted captions.
-REFINE = config.get("refine", {})
+REFINE = config["refine"]
+
+
+def refine_inputs(w):
+    """The SD-XL weights; for a single-file checkpoint also the folder of configs and tokenizers."""
+    inputs = {"base": weights_dir(REFINE["base"], "sdxl")}
+    if REFINE["base"].startswith("file:"):
+        spec = REFINE["single_file_config"]
+        inputs["single_file_config"] = (f"{WEIGHTS}/configs/{spec[len('hf://'):]}" if spec.startswith("hf://")
+                                        else weights_dir(spec, "sdxl"))
+    return inputs
 
 
 rule refine:
     input:
+        unpack(refine_inputs),
         recons=evals_file("{name}", "recons"),
         captions=evals_file("{name}", "predcaptions"),
-        base=weights_dir(REFINE.get("base", "random"), "sdxl"),
         code=code("refine.py", "reconstruct.py", "images.py"),
     output:
         evals_file("{name}", "enhancedrecons"),

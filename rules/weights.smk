@@ -79,6 +79,35 @@ rule snapshot_weights:
         "../scripts/snapshot_weights.py"
 
 
+# The configs and tokenizers of a diffusers repository (no weights): what a single-file SD-XL
+# checkpoint such as upstream's ZavyChromaXL needs beside it to load without the hub.
+localrules:
+    snapshot_configs,
+
+
+rule snapshot_configs:
+    output:
+        directory(f"{WEIGHTS}/configs/{{org}}/{{repo}}"),
+    wildcard_constraints:
+        org="[^/]+",
+        repo="[^/]+",
+    params:
+        repo_id="{org}/{repo}",
+        configs_only=True,
+    log:
+        "logs/snapshot_configs/{org}/{repo}.log",
+    benchmark:
+        "benchmarks/snapshot_configs/{org}/{repo}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    threads: 1
+    conda:
+        f"{ENVS}/data.yaml"
+    script:
+        "../scripts/snapshot_weights.py"
+
+
 # MindEye2's sgm unCLIP checkpoint, converted once to a diffusers folder.
 rule convert_unclip:
     input:

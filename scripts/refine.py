@@ -16,7 +16,8 @@ cfg = json.loads(p.settings)
 device, dtype = clip_targets.resolve_device(p.device, cfg.get("precision", "auto"))
 recons = nsd.load_eval(Path(inp.recons).parent, Path(inp.recons).name).float()
 prompts = [str(c) for c in nsd.load_eval(Path(inp.captions).parent, Path(inp.captions).name)]
-pipe = refine.load_pipeline(inp.base, device=device, dtype=dtype, cpu_offload=cfg.get("cpu_offload", False))
+pipe = refine.load_pipeline(inp.base, device=device, dtype=dtype, cpu_offload=cfg["cpu_offload"],
+                            single_file_config=inp.get("single_file_config"))
 out = Path(snakemake.output[0])
 inputs = [(str(x), Path(x).stat().st_mtime_ns) for x in inp]      # a new input never reuses old chunks
 progress = out.parent / f".progress-refine-{reconstruct.settings_key({'cfg': cfg, 'inputs': inputs})}"

@@ -159,12 +159,11 @@ def _resnet_to_ldm(rest: str) -> str:
             .replace("conv_shortcut", "skip_connection"))
 
 
-def unet_to_sgm(sd: dict, lpb: int, attention_levels: set[int]) -> dict:
+def unet_to_sgm(sd: dict, lpb: int, attention_levels: set[int], n_levels: int = len(SGM_UNET["channel_mult"])) -> dict:
     """Inverse of diffusers' convert_ldm_unet_checkpoint for an SDXL-layout UNet (written for the test)."""
     fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
              "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
-    n_levels = len(SGM_UNET["channel_mult"])
     out = {}
     for key, v in sd.items():
         p = key.split(".")
@@ -425,6 +424,64 @@ def test_refined_images_are_resized_as_upstream_and_the_metrics_do():
     torch.testing.assert_close(out, resize_256(stripes))
     smooth = torch.nn.functional.interpolate(stripes, size=(256, 256), mode="bilinear", antialias=True)
     assert (out - smooth).abs().max() > 0.3
+
+
+def open_clip_text_to_ldm(sd: dict) -> dict:
+    """Inverse of diffusers' convert_open_clip_checkpoint: CLIPTextModelWithProjection -> open_clip keys."""
+    out = {"positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+           "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+           "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+           "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+           "text_projection": sd["text_projection.weight"].T.contiguous()}
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+    layers = {int(k.split(".")[3]) for k in sd if k.startswith("text_model.encoder.layers.")}
+    for i in layers:
+        src, dst = f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for leaf in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{leaf}"] = torch.cat([sd[src + f"self_attn.{q}_proj.{leaf}"] for q in "qkv"])
+            for a, b in names.items():
+                out[dst + f"{b}.{leaf}"] = sd[src + f"{a}.{leaf}"]
+    return out
+
+
+def sdxl_single_file(folder, path):
+    """A tiny SD-XL pipeline folder written as one original-format .safetensors (as ZavyChromaXL is)."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    from safetensors.torch import save_file
+
+    p = StableDiffusionXLImg2ImgPipeline.from_pretrained(folder, local_files_only=True)
+    levels = {i for i in range(2) if 2 ** i in weights.TINY_UNET["attention_resolutions"]}
+    state = {f"model.diffusion_model.{k}": v for k, v in
+             unet_to_sgm(p.unet.state_dict(), weights.TINY_UNET["num_res_blocks"], levels, n_levels=2).items()}
+    state |= {f"first_stage_model.{k}": v for k, v in vae_to_ldm(p.vae.state_dict(), 4).items()}
+    state |= {f"conditioner.embedders.0.transformer.{k if k.startswith('text_model.') else 'text_model.' + k}": v
+              for k, v in p.text_encoder.state_dict().items()}        # transformers v5 drops the text_model. prefix
+    state |= {f"conditioner.embedders.1.model.{k}": v for k, v in open_clip_text_to_ldm(p.text_encoder_2.state_dict()).items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return p
+
+
+def test_single_file_sdxl_checkpoint_loads_offline_with_the_configs_folder(folders, tmp_path, pipe, monkeypatch):
+    """refine.base: file:<zavychromaxl_v30.safetensors> on a node without internet: the SD-XL
+    configs and tokenizers come from a local folder (weights.SDXL_CONFIG_PATTERNS of SD-XL base)."""
+    import shutil
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    original = sdxl_single_file(folders["sdxl"], tmp_path / "zavy.safetensors")
+    configs = tmp_path / "configs"
+    shutil.copytree(folders["sdxl"], configs, ignore=shutil.ignore_patterns("*.safetensors"))   # configs only
+    loaded = load_pipeline(tmp_path / "zavy.safetensors", single_file_config=configs)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want, got = getattr(original, name).state_dict(), getattr(loaded, name).state_dict()
+        bad = [k for k in want if k not in got or not torch.allclose(want[k], got[k])]
+        assert not bad and len(got) == len(want), (name, bad[:5])
+    images, prompts = torch.rand(1, 3, 256, 256, generator=gen(0)), ["a dog"]
+    torch.testing.assert_close(refine(loaded, images, prompts, size=64, seed=0),
+                               refine(pipe, images, prompts, size=64, seed=0))
+    (tmp_path / "zavy.ckpt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"zavy.ckpt: a single-file SDXL checkpoint must be \.safetensors"):
+        load_pipeline(tmp_path / "zavy.ckpt", single_file_config=configs)
 
 
 def test_refine_sends_negative_prompt(pipe, monkeypatch):

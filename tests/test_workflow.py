@@ -49,6 +49,18 @@ def test_real_config_captions_bigG_with_upstreams_released_converter(tmp_path):
     assert len(lite) == 1 and "data/mindeyev2/bigG_to_L_epoch8.pth" in lite[0]
 
 
+def test_single_file_refiner_gets_the_sdxl_configs_and_no_weights_of_sdxl_base(tmp_path):
+    zavy = tmp_path / "zavychromaxl_v30.safetensors"
+    zavy.write_bytes(b"")
+    out = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides={"refine": {"base": f"file:{zavy}"}}).stdout
+    jobs = out.split("\n\n")
+    refines = [j for j in jobs if "rule refine:" in j]
+    assert refines and all(str(zavy) in j and "weights/configs/stabilityai/stable-diffusion-xl-base-1.0" in j
+                           for j in refines)
+    assert any("rule snapshot_configs:" in j for j in jobs)
+    assert not any("weights/snapshots/stabilityai" in j for j in jobs)       # the 14 GB base is not fetched
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"num_sesions": 2}, r"'num_sesions' was unexpected"),
     ({"targets": {"batch_sise": 8}}, r"'batch_sise' was unexpected"),
