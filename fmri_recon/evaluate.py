@@ -75,14 +75,16 @@ def blend_blurry(enhanced: torch.Tensor, blurry: torch.Tensor, weight: float) ->
 
 
 def score_images(images: dict[str, torch.Tensor], gt: torch.Tensor, models: dict, gnet=None, subject: int = 1,
-                 measured=None, masks=None, device="cpu") -> tuple[dict, dict]:
+                 measured=None, masks=None, device="cpu", batch_size: int = 32) -> tuple[dict, dict]:
     """Image metrics and brain correlation of each stage's images against the ground truth."""
     image, brain, gt_features = {}, {}, {}      # ground-truth features: computed once for all stages
     for stage, rec in images.items():
         log.info("scoring %s (%d images)", stage, len(rec))
-        image[stage] = image_metrics.image_metrics(gt, rec, models, device=device, gt_features=gt_features)
+        image[stage] = image_metrics.image_metrics(gt, rec, models, device=device, gt_features=gt_features,
+                                                   batch_size=batch_size)
         if gnet is not None:
-            pred = brain_metrics.predict_voxels(gnet, image_metrics.resize_256(rec), subject, device=device)
+            pred = brain_metrics.predict_voxels(gnet, image_metrics.resize_256(rec), subject, device=device,
+                                                batch_size=batch_size)
             brain[stage] = brain_metrics.brain_correlation(pred, torch.from_numpy(measured), masks)
     return image, brain
 

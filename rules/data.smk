@@ -31,6 +31,8 @@ elif config["download"]:
         download,
 
     rule download:
+        # downloads run first, so a late stage's missing file stops the run before any training
+        priority: 100
         output:
             data_path("{hubfile}"),
         wildcard_constraints:

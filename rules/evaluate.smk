@@ -9,6 +9,8 @@ localrules:
 
 
 rule eval_weights:
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
     output:
         f"{WEIGHTS}/eval/{{net}}.pth",
     wildcard_constraints:

@@ -6,6 +6,8 @@ localrules:
 
 
 rule download_weights:
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
     output:
         f"{WEIGHTS}/hub/{{org}}/{{repo}}/{{filename}}",
     wildcard_constraints:
@@ -58,6 +60,8 @@ localrules:
 
 
 rule snapshot_weights:
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
     output:
         directory(f"{WEIGHTS}/snapshots/{{org}}/{{repo}}"),
     wildcard_constraints:
@@ -86,6 +90,8 @@ localrules:
 
 
 rule snapshot_configs:
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
     output:
         directory(f"{WEIGHTS}/configs/{{org}}/{{repo}}"),
     wildcard_constraints:

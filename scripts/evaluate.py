@@ -38,7 +38,7 @@ else:
     gnet = (brain_metrics.GNet8Encoder.load_upstream(inp.gnet, device=device) if "gnet" in inp.keys()
             else brain_metrics.GNet8Encoder(subjects={p.subject: voxels.shape[1]}, seed=0))
     masks = brain_metrics.read_masks(inp.masks, p.subject)
-image, brain = evaluate.score_images(images, gt, models, gnet, p.subject, voxels, masks, device)
+image, brain = evaluate.score_images(images, gt, models, gnet, p.subject, voxels, masks, device, ev["batch_size"])
 
 model_scores, train_stats = {}, None
 if not p.upper_bound:

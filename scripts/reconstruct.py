@@ -24,6 +24,9 @@ if "train" in inp.keys():                              # an experiment: predicti
     data = train_data.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets)
     emb = reconstruct.brain_embeddings(model, data.subjects[0].test_voxels, prior_steps=dec["prior_steps"],
                                        seed=dec["seed"], device=device)
+    del model, data                                    # the decoder gets the card to itself
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 else:                                                  # upper bound: ground-truth targets
     truth = torch.from_numpy(clip_targets.TargetCache(inp.targets).get(split.test_images)).float()
     emb = {"backbones": truth, "clipvoxels": truth, "prior_out": truth}
