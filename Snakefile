@@ -8,6 +8,7 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+
 # The real run; overlays (demo.yaml, your own) come with --configfile and update it.
 configfile: os.path.join(workflow.basedir, "config.yaml")
 

@@ -6,7 +6,7 @@
 
 The peak RSS of a CPU process running the same computation in the same precision regime
 (weights, gradients, optimizer state, activations) approximates the GPU memory of that step
-(shared/spec/environment.md). Each measurement is a fresh process going through the train
+(README "One 24 GB GPU"). Each measurement is a fresh process going through the train
 stage's own code (``train.build_model``, ``train.prepare``, ``train.train_epoch``) on random
 voxels and targets of the real shapes; the process's memory before the model exists is
 subtracted. Regimes:

@@ -28,6 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     n = args.images
     from fmri_recon import evaluate, refine, weights
+    from fmri_recon.configuration import defaults
     from fmri_recon.captions import GitCaptioner
     from fmri_recon.metrics import brain, captions, image
     from fmri_recon.unclip import UnclipDecoder
@@ -45,11 +46,12 @@ def main() -> None:
             lambda: dec.decode(tokens, generator=g, num_steps=38, guidance=5.0, batch_size=n), n)
         git = GitCaptioner.from_pretrained(tmp / "git")
         feats = torch.randn(n, *git.feature_shape, generator=g)
-        rows["reconstruct: GIT caption"] = timed(lambda: git.caption(feats), n)
+        rows["reconstruct: GIT caption"] = timed(lambda: git.caption(feats, max_length=defaults("captions")["max_length"]), n)
         imgs = torch.rand(n, 3, 256, 256, generator=g)
         pipe = refine.load_pipeline(tmp / "sdxl")
         rows["refine: SD-XL img2img (128 px)"] = timed(
-            lambda: refine.refine(pipe, imgs, ["a photo"] * n, size=128, batch_size=n), n)
+            lambda: refine.refine(pipe, imgs, ["a photo"] * n, steps=defaults("refine")["steps"],
+                                  guidance=defaults("refine")["guidance"], size=128, seed=0, batch_size=n), n)
     gt, rec = torch.rand(n, 3, 256, 256, generator=g), torch.rand(n, 3, 256, 256, generator=g)
     rows["evaluate: pixcorr"] = timed(lambda: image.pixcorr(gt, rec), n)
     rows["evaluate: ssim"] = timed(lambda: image.ssim(gt, rec), n)

@@ -160,6 +160,7 @@ def refinement(n: int, batch: int, smoke: bool) -> dict:
     import torch
 
     from fmri_recon import refine, weights
+    from fmri_recon.configuration import defaults
 
     device, peak = device_and_peak(smoke)
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,8 +173,9 @@ def refinement(n: int, batch: int, smoke: bool) -> dict:
         pipe = refine.load_pipeline(folder, device=device, dtype=dtype)
     images = torch.rand(n, 3, 256, 256)
     t0 = time.perf_counter()
-    refine.refine(pipe, images, ["a photo of a dog on the grass"] * n, size=64 if smoke else 768, seed=0,
-                  batch_size=batch)
+    settings = defaults("refine")
+    refine.refine(pipe, images, ["a photo of a dog on the grass"] * n, steps=settings["steps"],
+                  guidance=settings["guidance"], size=64 if smoke else settings["size"], seed=0, batch_size=batch)
     sync(device)
     return {"s_per_item": (time.perf_counter() - t0) / n, "peak_gb": peak()}
 

@@ -1,6 +1,6 @@
 """Captions from predicted visual features with GIT (MindEye2's ``GitForCausalLMClipEmb``).
 
-Upstream (mindeyev2.md §3.3): a converter maps the predicted bigG tokens to (B, 257, 1024)
+Upstream (docs/upstream.md §3.3): a converter maps the predicted bigG tokens to (B, 257, 1024)
 features in the space of git-large-coco's image encoder output; GIT then skips its image
 encoder and applies its ``visual_projection`` (Linear + LayerNorm) to those features directly.
 Decoding: ``generate(max_length=20)`` (greedy), ``batch_decode(skip_special_tokens=True)``.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MAX_LENGTH = 20
 
 
 def given_features():
@@ -61,7 +60,7 @@ class GitCaptioner:
         if features.ndim != 3 or tuple(features.shape[1:]) != (t, d):
             raise ValueError(f"GIT visual features: expected (B, {t}, {d}), got {tuple(features.shape)}")
 
-    def caption(self, features, max_length: int = MAX_LENGTH) -> list[str]:
+    def caption(self, features, *, max_length: int) -> list[str]:
         """One caption per row of ``features`` (B, T, D), greedy, at most ``max_length`` tokens (BOS included)."""
         import torch
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import nsd
+from . import helpers
 from .models import BrainConfig, MindEyeModel
 
 
@@ -21,13 +21,13 @@ class CheckpointMismatch(ValueError):
 
 
 def save(path: str | Path, state: dict) -> None:
-    with nsd.atomic_output(path) as tmp:
+    with helpers.atomic_output(path) as tmp:
         torch.save(state, tmp)
 
 
 def read(path: str | Path) -> dict:
     """The checkpoint dict (trusted file written by this project: full unpickling)."""
-    return torch.load(nsd._need(Path(path)), map_location="cpu", weights_only=False)
+    return torch.load(helpers.need(Path(path)), map_location="cpu", weights_only=False)
 
 
 def check_config(ckpt: dict, path, **expected) -> None:

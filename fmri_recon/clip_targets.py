@@ -23,26 +23,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import nsd
+from . import helpers, nsd
+from .images import CLIP_MEAN, CLIP_STD
 
 log = logging.getLogger(__name__)
 
 MODEL_CONFIGS = Path(__file__).parent / "model_configs"   # tiny architectures for the demo
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TOKEN_NORMS = ("pre_ln_post", "post_ln_post")
-
-
-def resolve_device(device: str = "auto", precision: str = "auto"):
-    """(device, dtype): CUDA and fp16 when there is a GPU, else CPU and fp32."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if precision == "auto":
-        precision = "fp16" if device.startswith("cuda") else "fp32"
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    return torch.device(device), dtypes[precision]
 
 
 def create_clip(arch: str):
@@ -62,7 +49,7 @@ def save_random_clip(arch: str, out_path: str | Path, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     model = create_clip(arch)
-    with nsd.atomic_output(out_path) as tmp:
+    with helpers.atomic_output(out_path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
@@ -132,7 +119,7 @@ def write_cache(image_ids: np.ndarray, data_dir: str | Path, out_path: str | Pat
     from tqdm import tqdm
 
     ids = np.unique(np.asarray(image_ids, dtype=np.int64))
-    with nsd.atomic_output(out_path) as tmp, h5py.File(tmp, "w") as f, torch.inference_mode():
+    with helpers.atomic_output(out_path) as tmp, h5py.File(tmp, "w") as f, torch.inference_mode():
         f.create_dataset("image_ids", data=ids)
         ds = {k: f.create_dataset(k, shape=(len(ids), *s), dtype=np.float16, chunks=(1, *s))
               for k, s in shapes.items()}
@@ -151,7 +138,7 @@ def build_cache(image_ids: np.ndarray, data_dir: str | Path, weights: str | Path
     ``clip``: the clip_models entry (arch, seq_dim, emb_dim); ``targets``: the targets block
     (validated config: every key present).
     """
-    device, dtype = resolve_device(targets["device"], targets["precision"])
+    device, dtype = helpers.resolve_device(targets["device"], targets["precision"])
     visual = load_vision(clip["arch"], weights, device, dtype)
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     expected = (clip["seq_dim"], clip["emb_dim"])
@@ -181,7 +168,7 @@ class TargetCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        with h5py.File(nsd._need(self.path), "r") as f:
+        with h5py.File(helpers.need(self.path), "r") as f:
             self.image_ids = f["image_ids"][:]
             self.shape = f["tokens"].shape[1:] if "tokens" in f else None
             self.attrs = dict(f.attrs)

@@ -5,7 +5,7 @@ decoder trained on another (SDXL-unCLIP's bigG 256x1664): padding, as the seed p
 gives out-of-distribution conditioning and chance-level images. A converter is trained by
 regression on the two embeddings of the same images (no fMRI involved) and its quality on
 held-out ground-truth images is reported, so the table can say how much of a result the
-converter itself loses. The architecture is upstream's CLIPConverter (spec §3.3): a linear
+converter itself loses. The architecture is upstream's CLIPConverter (docs/upstream.md §3.3): a linear
 map over the token axis, then one over the feature axis.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import numpy as np
 import torch
 import torch.nn as nn
+from . import helpers
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ def quality(pred: torch.Tensor, true: torch.Tensor) -> dict:
     return {"cosine": float(cos), "r2": float(r2), "identification_top1": float(top1), "n_images": len(t)}
 
 
-def fit(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, *, epochs: int = 200, lr: float = 1e-3,
-        batch_size: int = 64, seed: int = 0, device="cpu") -> tuple[TokenConverter, dict]:
+def fit(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, *, epochs: int, lr: float,
+        batch_size: int, seed: int = 0, device="cpu") -> tuple[TokenConverter, dict]:
     """Regress ``y`` (N,S',E') on ``x`` (N,S,E); ``held_out`` (bool N) marks images kept for the report.
 
     MSE plus a cosine term on the flattened tokens (what downstream consumers compare).
@@ -80,9 +81,8 @@ def fit(x: np.ndarray, y: np.ndarray, held_out: np.ndarray, *, epochs: int = 200
 
 
 def save(model: TokenConverter, path, report: dict) -> None:
-    from . import nsd
 
-    with nsd.atomic_output(path) as tmp:
+    with helpers.atomic_output(path) as tmp:
         torch.save({"shape": model.shape, "state_dict": model.state_dict(), "report": report}, tmp)
 
 
@@ -94,9 +94,8 @@ UPSTREAM_KEYS = {"linear1.weight": "tokens.weight", "linear1.bias": "tokens.bias
 
 def load(path, device="cpu") -> TokenConverter:
     """A converter file: ours (written by ``save``) or upstream's released one, loaded strictly."""
-    from . import nsd
 
-    ckpt = torch.load(nsd._need(path), map_location="cpu", weights_only=True)
+    ckpt = torch.load(helpers.need(path), map_location="cpu", weights_only=True)
     if "model_state_dict" in ckpt:
         return load_upstream(path, ckpt["model_state_dict"]).to(device).eval()
     model = TokenConverter(**ckpt["shape"])

@@ -90,7 +90,7 @@ def score_images(images: dict[str, torch.Tensor], gt: torch.Tensor, models: dict
 
 
 def score_brain_model(clipvoxels, targets, predcaptions, coco, git_captions, *, sentence_model, clip_text,
-                      draws: int = 30, draw_size: int = 300, seed: int = 42) -> dict:
+                      draws: int, draw_size: int, seed: int = 42) -> dict:
     """Retrieval (both directions, named) and caption scores: properties of the brain model."""
     ret = retrieval(torch.as_tensor(targets).float(), torch.as_tensor(clipvoxels).float(), n_draws=draws,
                     draw_size=draw_size, seed=seed)

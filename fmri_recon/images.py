@@ -10,6 +10,10 @@ from __future__ import annotations
 import torch
 
 OUTPUT_SIZE = 256      # the size of every saved reconstruction and of the evaluation (upstream)
+# OpenAI CLIP's input normalisation (open_clip's OPENAI_DATASET_MEAN/STD): the targets' encoders and
+# the CLIP metric both use it.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def resize(x: torch.Tensor, size: int | list[int]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""MindEye2's training losses (spec mindeyev2.md §2.6): BiMixCo, SoftCLIP, the temperature schedule,
+"""MindEye2's training losses (docs/upstream.md §2.6): BiMixCo, SoftCLIP, the temperature schedule,
 and the blurry branch's soft distillation loss.
 
 All contrastive losses work on flattened, L2-normalised token sets: (B, S*E).

@@ -1,7 +1,7 @@
 """The blurry (low-level) branch's frozen models: the SD image-variations VAE and the VICRegL
 ConvNeXt-XL teacher, their targets cache, the teacher's augmentations, and the blurry decode.
 
-Facts: ../shared/spec/mindeyev2.md §2.6 "Low-level" and §3.5.
+Facts: docs/upstream.md §2.6 "Low-level" and §3.5.
 
 - VAE: a diffusers ``AutoencoderKL`` whose state dict upstream ships as ``sd_image_var_autoenc.pth``.
   Target latents are ``encode(2*img-1).latent_dist.mode() * 0.18215``: (4,28,28) for 224² images.
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import nsd
+from . import helpers
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ IMAGENET_STD = (0.228, 0.224, 0.225)      # QUIRK kept: upstream's 0.228 (ImageN
 # 3 downsamples (latents 28x28 from 224²), a few channels (norm groups must divide them).
 SD_IMAGE_VAR_VAE = dict(down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
                         block_out_channels=[128, 256, 512, 512], layers_per_block=2, sample_size=256)
+# The same VAE, tiny (the unCLIP decoder's tiny SD-XL VAE is another model: weights.TINY_SDXL_VAE).
 TINY_VAE = dict(down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
                 block_out_channels=[16, 16, 32, 32], layers_per_block=1, norm_num_groups=8, sample_size=256)
 CONVNEXT_XLARGE = dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048))
@@ -60,7 +61,7 @@ def build_vae(tiny: bool = False):
 def load_vae(path: str | Path, tiny: bool = False, device="cpu", dtype=torch.float32):
     """The VAE with the state dict ``path`` (upstream's ``sd_image_var_autoenc.pth``) loaded strictly."""
     vae = build_vae(tiny)
-    state = torch.load(nsd._need(Path(path)), map_location="cpu", weights_only=True)
+    state = torch.load(helpers.need(Path(path)), map_location="cpu", weights_only=True)
     try:
         vae.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -125,7 +126,7 @@ def save_teacher(teacher: ConvnextTeacher, path: str | Path) -> None:
     """Write ``teacher`` as VICRegL checkpoints are: ``{'model': {'module.backbone.<FB key>': ...}}``."""
     state = {f"module.backbone.{_timm_to_fb(k)}": v for k, v in teacher.backbone.state_dict().items()}
     state.update({f"module.maps_projector.{k}": v for k, v in teacher.maps_projector.state_dict().items()})
-    with nsd.atomic_output(path) as tmp:
+    with helpers.atomic_output(path) as tmp:
         torch.save({"model": state}, tmp)
 
 
@@ -134,7 +135,7 @@ def load_teacher(path: str | Path, tiny: bool = False, device="cpu", dtype=torch
     from timm.models.convnext import checkpoint_filter_fn
 
     teacher = build_teacher(tiny)
-    ckpt = torch.load(nsd._need(Path(path)), map_location="cpu", weights_only=False)
+    ckpt = torch.load(helpers.need(Path(path)), map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: expected a VICRegL checkpoint, a dict with key 'model'")
     state = {k.replace("module.", ""): v for k, v in ckpt["model"].items()}
@@ -179,7 +180,7 @@ def save_random(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     torch.manual_seed(seed)
     vae = build_vae(tiny=True)
     paths = {"vae": out_dir / "vae.pth", "teacher": out_dir / "teacher.pth"}
-    with nsd.atomic_output(paths["vae"]) as tmp:
+    with helpers.atomic_output(paths["vae"]) as tmp:
         torch.save(vae.state_dict(), tmp)
     save_teacher(build_teacher(tiny=True), paths["teacher"])
     return paths

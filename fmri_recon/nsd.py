@@ -5,22 +5,21 @@ the synthetic data and a dataset someone else wrote are read the same way. Reade
 never load a whole HDF5 file: rows are fetched by sorted unique index, as HDF5 fancy
 indexing requires, then put back in the caller's order.
 
-Facts (../shared/spec/mindeyev2.md §1): webdataset tars of samples with four float64
+Facts (docs/upstream.md §1): webdataset tars of samples with four float64
 arrays of 17 behaviour columns (-1 = missing); betas HDF5 dataset ``betas`` (trials x
 voxels) indexed by behaviour column 5; images HDF5 dataset ``images`` (N,3,224,224)
 in [0,1] indexed by column 0.
 """
 from __future__ import annotations
 
-import json
-import os
 import tarfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+from . import helpers
+from .helpers import DataError  # the layout's error: nsd.DataError
 
 BEHAV_COLUMNS = 17
 COL_IMAGE, COL_SUBJECT, COL_SESSION, COL_RUN, COL_TRIAL, COL_GLOBAL_TRIAL = range(6)
@@ -38,8 +37,6 @@ EVAL_FILES = (EVAL_IMAGES, EVAL_CAPTIONS, EVAL_GIT_CAPTIONS)
 MASKS_FILE = "brain_region_masks.hdf5"   # voxel masks per subject (brain correlation)
 
 
-class DataError(ValueError):
-    """A dataset file is missing or not in the pscotti/mindeyev2 format."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -67,30 +64,6 @@ def required_files(subject: int, num_sessions: int, new_test: bool = True) -> li
     ]
 
 
-def _need(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (expected the pscotti/mindeyev2 layout under the data directory)")
-    return path
-
-
-@contextmanager
-def atomic_output(path: str | Path):
-    """Yield a temporary sibling of ``path`` to write; move it into place only on success.
-
-    A failed or killed writer never leaves a file at ``path`` that looks complete, and an
-    exception removes the temporary file too.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------- tars
 def write_tar(path: str | Path, samples: dict[str, np.ndarray]) -> None:
     """Write webdataset samples ``sample%09d`` with ``{name}.npy`` float64 arrays, atomically."""
@@ -101,7 +74,7 @@ def write_tar(path: str | Path, samples: dict[str, np.ndarray]) -> None:
     for name, rows in SAMPLE_ARRAYS.items():
         if samples[name].shape != (n, rows, BEHAV_COLUMNS):
             raise ValueError(f"{name}: expected shape ({n}, {rows}, {BEHAV_COLUMNS}), got {samples[name].shape}")
-    with atomic_output(path) as tmp, wds.TarWriter(str(tmp)) as sink:
+    with helpers.atomic_output(path) as tmp, wds.TarWriter(str(tmp)) as sink:
         for i in range(n):
             sample = {"__key__": f"sample{i:09d}"}
             sample.update({f"{k}.npy": np.asarray(samples[k][i], dtype=np.float64) for k in SAMPLE_ARRAYS})
@@ -112,7 +85,7 @@ def read_tar(path: str | Path) -> dict[str, np.ndarray]:
     """All samples of one tar as arrays ``{name: (N, rows, 17)}``, checked against the format."""
     import webdataset as wds
 
-    path = _need(Path(path))
+    path = helpers.need(Path(path))
     arrays: dict[str, list] = {k: [] for k in SAMPLE_ARRAYS}
     try:
         for sample in wds.WebDataset(str(path), shardshuffle=False, handler=wds.reraise_exception).decode():
@@ -141,7 +114,7 @@ def _check_sample(path: Path, sample: dict) -> None:
 # --------------------------------------------------------------------------- HDF5
 def h5_dataset_info(path: str | Path, name: str, ndim: int) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of dataset ``name`` in ``path`` (reads the header only)."""
-    path = _need(Path(path))
+    path = helpers.need(Path(path))
     try:
         with h5py.File(path, "r") as f:
             if name not in f:
@@ -159,7 +132,7 @@ def read_rows(path: str | Path, name: str, index: np.ndarray) -> np.ndarray:
     """Rows ``index`` (any order, repeats allowed) of dataset ``name``, without loading the rest."""
     index = np.asarray(index, dtype=np.int64)
     unique, inverse = np.unique(index, return_inverse=True)
-    with h5py.File(_need(Path(path)), "r") as f:
+    with h5py.File(helpers.need(Path(path)), "r") as f:
         ds = f[name]
         if len(unique) and (unique[0] < 0 or unique[-1] >= ds.shape[0]):
             raise DataError(f"{path}: row {unique[-1] if unique[-1] >= ds.shape[0] else unique[0]} "
@@ -281,21 +254,22 @@ def open_split(data_dir: str | Path, subject: int, num_sessions: int, new_test: 
                  .astype(np.int64), int(n_vox), int(n_img), {k: int(v) for k, v in enumerate(counts) if v})
 
 
+def images_of_runs(data_dir: str | Path, runs, new_test: bool) -> np.ndarray:
+    """The sorted 73k ids of every image (train and test) of the runs ``[(subject, sessions), ...]``."""
+    return np.unique(np.concatenate([open_split(data_dir, s, n, new_test).all_images() for s, n in runs]))
+
+
 # --------------------------------------------------------------------------- eval files
 def load_eval(data_dir: str | Path, name: str):
     """An ``evals/*.pt`` file: a tensor, or (captions) a numpy array of str as upstream saves it."""
     import torch
 
-    path = _need(Path(data_dir) / name)
+    path = helpers.need(Path(data_dir) / name)
     # Upstream pickles numpy string arrays; allow exactly those numpy types, nothing else.
     safe = [np.ndarray, np.dtype, np.dtypes.StrDType, np._core.multiarray._reconstruct]
     with torch.serialization.safe_globals(safe):
         return torch.load(path, map_location="cpu", weights_only=True)
 
-
-def write_json(path: str | Path, obj: dict) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def check_finite_betas(split: Split, chunk: int = 1024) -> None:

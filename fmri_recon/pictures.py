@@ -44,7 +44,7 @@ def _figure(width_px: int, height_px: int):
 
 
 def _save(fig, path: str | Path) -> Path:
-    from .nsd import atomic_output
+    from .helpers import atomic_output
 
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)   # the temporary name has no .png suffix

@@ -1,7 +1,7 @@
 """The reconstruct stage: test voxels -> brain model -> prior -> decoder images and captions.
 
 Per test image (sorted 73k id, the order of ``evals/all_images.pt``) the model runs on each
-of its three repeats and the outputs are averaged (spec §1.4, §3.2); the prior then samples
+of its three repeats and the outputs are averaged (docs/upstream.md §1.4, §3.2); the prior then samples
 CLIP tokens from the averaged backbone (DDIM, 20 steps). Tokens of another space than the
 decoder's go through a converter trained on images (fmri_recon.converter), never padding.
 
@@ -19,15 +19,13 @@ Work is done in chunks of test images; finished chunks are kept in a hidden prog
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import nsd
+from . import helpers
 
 log = logging.getLogger(__name__)
 FILES = ("backbones", "clipvoxels", "prior_out", "recons", "predcaptions")
@@ -39,7 +37,7 @@ def output_paths(out_dir: str | Path, name: str, blurry: bool = False) -> dict[s
 
 
 @torch.no_grad()
-def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int = 20, seed: int = 42,
+def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int, seed: int,
                      batch_size: int = 16, device="cpu") -> dict[str, torch.Tensor]:
     """backbones, clipvoxels, prior_out (n,S,E) from test voxels (n,3,V): per-repeat outputs averaged."""
     model = model.to(device).eval()
@@ -47,9 +45,9 @@ def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int = 20,
     out = {"backbones": [], "clipvoxels": [], "prior_out": []}
     for start in range(0, len(test_voxels), batch_size):
         chunk = test_voxels[start:start + batch_size].float().to(device)
-        reps = [model(chunk[:, r][:, None], 0) for r in range(chunk.shape[1])]
-        backbone = torch.stack([r[0] for r in reps]).mean(0)
-        clip_voxels = torch.stack([r[1] if r[1] is not None else r[0] for r in reps]).mean(0)
+        reps = model.over_repeats(chunk)
+        backbone = torch.stack([r.backbone for r in reps]).mean(0)
+        clip_voxels = torch.stack([r.backbone if r.clip_voxels is None else r.clip_voxels for r in reps]).mean(0)
         if model.diffusion_prior is not None:
             prior = model.diffusion_prior.p_sample_loop(backbone.shape, backbone, timesteps=prior_steps, generator=gen)
         else:
@@ -72,33 +70,9 @@ def blurry_recons(model, test_voxels: torch.Tensor, vae, *, batch_size: int = 16
     out = []
     for start in range(0, len(test_voxels), batch_size):
         chunk = test_voxels[start:start + batch_size].float().to(device)
-        latents = torch.stack([model(chunk[:, r][:, None], 0)[2][0] for r in range(chunk.shape[1])]).mean(0)
+        latents = torch.stack([r.blur_latent for r in model.over_repeats(chunk)]).mean(0)
         out.append(to_output_size(decode_latents(vae, latents)))
     return torch.cat(out)
-
-
-def settings_key(settings: dict) -> str:
-    """A short fingerprint of what the outputs depend on (names the progress folder)."""
-    import json
-
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def chunked(n: int, chunk: int, progress_dir: Path, work) -> list:
-    """Run ``work(start, stop)`` per chunk, keeping each finished chunk's result on disk."""
-    progress_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for start in range(0, n, chunk):
-        path = progress_dir / f"{start:06d}.pt"
-        if path.exists():
-            results.append(torch.load(path, weights_only=False))
-            log.info("images %d-%d: already done", start, min(start + chunk, n) - 1)
-            continue
-        result = work(start, min(start + chunk, n))
-        with nsd.atomic_output(path) as tmp:
-            torch.save(result, tmp)
-        results.append(result)
-    return results
 
 
 def save_outputs(paths: dict[str, Path], arrays: dict) -> None:
@@ -109,9 +83,5 @@ def save_outputs(paths: dict[str, Path], arrays: dict) -> None:
             value = value.half()
         elif key == "predcaptions":
             value = np.array(value, dtype=str)
-        with nsd.atomic_output(path) as tmp:
+        with helpers.atomic_output(path) as tmp:
             torch.save(value, tmp)
-
-
-def finish(progress_dir: Path) -> None:
-    shutil.rmtree(progress_dir, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Refinement of unCLIP reconstructions with SDXL img2img, prompted by the predicted captions.
 
-Upstream (``enhanced_recon_inference.ipynb``; mindeyev2.md §4): recons (256^2) upsampled to 768^2
+Upstream (``enhanced_recon_inference.ipynb``; docs/upstream.md §4): recons (256^2) upsampled to 768^2
 (bilinear), SDXL base architecture with ZavyChromaXL v3 weights, prompt = predicted GIT caption,
 a fixed negative prompt, guidance 5, size conditioning original 768^2 / crop (0, 0) / target
 1024^2 for both branches, sgm's Euler sampler over the 25-step schedule started at
@@ -74,32 +74,26 @@ def load_pipeline(path: str | Path, *, device="cpu", dtype=None, cpu_offload: bo
     return pipe
 
 
-def refine(pipe_dir_or_single_file, images, prompts: list[str], *, steps: int = UPSTREAM_STEPS,
-           strength: float = UPSTREAM_STRENGTH, guidance: float = 5.0, negative_prompt: str = UPSTREAM_NEGATIVE,
-           size: int = 768, seed: int = 42, device="cpu", dtype=None, cpu_offload: bool = False,
-           batch_size: int = 4, single_file_config: str | Path | None = None, out_size: int = 256):
-    """Refined images (B, 3, out_size, out_size) float32 on the CPU in [0, 1].
+def refine(pipe, images, prompts: list[str], *, steps: int, guidance: float, size: int, seed: int,
+           batch_size: int, strength: float = UPSTREAM_STRENGTH):
+    """Refined images (B, 3, 256, 256) float32 on the CPU in [0, 1].
 
     ``images`` (B, 3, H, W) in [0, 1] (upstream: the 256^2 unCLIP recons) are upsampled to
-    ``size`` (bilinear), refined with prompt ``prompts[i]``, and downsampled to ``out_size``
-    (bilinear without antialiasing: upstream's torchvision 0.16 tensor Resize). ``pipe_dir_or_single_file`` is
-    a folder, a .safetensors file, or an already loaded pipeline. One CPU generator seeded with
-    ``seed`` serves all batches in order, so a run is deterministic for (seed, batch_size).
+    ``size`` (bilinear), refined with prompt ``prompts[i]``, and downsampled to 256
+    (``images.to_output_size``: bilinear without antialiasing, upstream's torchvision 0.16 tensor Resize).
+    ``pipe`` comes from ``load_pipeline``; the settings are the config's ``refine`` block (defaults in
+    the schema only). One CPU generator seeded with ``seed`` serves all batches in order, so a run is
+    deterministic for (seed, batch_size).
     """
     import torch
 
-    from .images import resize
+    from .images import resize, to_output_size
     from .unclip import sgm_timesteps
 
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images: expected (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
-    if isinstance(pipe_dir_or_single_file, (str, Path)):
-        pipe = load_pipeline(pipe_dir_or_single_file, device=device, dtype=dtype, cpu_offload=cpu_offload,
-                             single_file_config=single_file_config)
-    else:
-        pipe = pipe_dir_or_single_file
     generator = torch.Generator("cpu").manual_seed(seed)
     sizes = dict(original_size=(768, 768), target_size=(1024, 1024), crops_coords_top_left=(0, 0),
                  negative_original_size=(768, 768), negative_target_size=(1024, 1024),
@@ -108,8 +102,8 @@ def refine(pipe_dir_or_single_file, images, prompts: list[str], *, steps: int = 
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size].float().clamp(0, 1)
         batch = resize(batch, [size, size])
-        refined = pipe(prompt=list(prompts[i:i + batch_size]), negative_prompt=[negative_prompt] * len(batch),
+        refined = pipe(prompt=list(prompts[i:i + batch_size]), negative_prompt=[UPSTREAM_NEGATIVE] * len(batch),
                        image=batch, strength=strength, timesteps=sgm_timesteps(steps), guidance_scale=guidance,
                        generator=generator, output_type="pt", **sizes).images
-        out.append(resize(refined.float().cpu(), [out_size, out_size]).clamp(0, 1))
+        out.append(to_output_size(refined))
     return torch.cat(out)

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import nsd
+from . import helpers, nsd
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +246,12 @@ def _take(arrays: dict, mask: np.ndarray) -> dict:
 
 
 def _write_h5(path: Path, name: str, data: np.ndarray, chunk_rows: int) -> None:
-    with nsd.atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+    with helpers.atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(name, data=data, chunks=(chunk_rows, *data.shape[1:]))
 
 
 def _save_pt(path: Path, obj) -> None:
     import torch
 
-    with nsd.atomic_output(path) as tmp:
+    with helpers.atomic_output(path) as tmp:
         torch.save(obj, tmp)

@@ -142,7 +142,7 @@ def write_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
 
     A key that is not a known column is an error (a misspelt metric would otherwise vanish).
     """
-    from .nsd import atomic_output
+    from .helpers import atomic_output
 
     rows = list(rows)
     for row in rows:

@@ -1,6 +1,6 @@
 """The train stage: from cached CLIP targets and voxels to ``train_logs/{experiment}/last.pth``.
 
-Follows MindEye2's recipe (spec mindeyev2.md §2.6-2.7): BiMixCo for the first ``mixup_pct``
+Follows MindEye2's recipe (docs/upstream.md §2.6-2.7): BiMixCo for the first ``mixup_pct``
 of the epochs, then SoftCLIP with a rising temperature; the prior's MSE; with the blurry
 branch, L1 to the VAE latents plus 0.1 x the soft distillation loss against the ConvNeXt
 teacher on augmented images (both cached or run by fmri_recon.lowlevel); AdamW with
@@ -23,13 +23,13 @@ import random
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import checkpoint, losses, nsd
+from . import checkpoint, helpers, losses
 from .models import BrainConfig, MindEyeModel, parameter_counts
 from .train_data import SubjectData, TrainData
 
@@ -62,8 +62,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:  # loud: a misspelt setting would otherwise train with the default
+            raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
 
 
 # --------------------------------------------------------------------------- set-up
@@ -246,14 +248,10 @@ def validate(model: MindEyeModel, subj: SubjectData, targets: torch.Tensor, n_im
     n = min(n_images, len(subj.test_images))
     preds, blurs = [], []
     for start in range(0, n, 64):
-        reps, blur_reps = [], []
-        for r in range(3):
-            voxels = subj.test_voxels[start:start + 64, r].float().to(device)[:, None]
-            with autocast():
-                backbone, clip_voxels, blur = model(voxels, 0)
-            reps.append((clip_voxels if clip_voxels is not None else backbone).float())
-            if blur[0] is not None:
-                blur_reps.append(blur[0].float())
+        with autocast():
+            outs = model.over_repeats(subj.test_voxels[start:start + 64].float().to(device))
+        reps = [(o.backbone if o.clip_voxels is None else o.clip_voxels).float() for o in outs]
+        blur_reps = [o.blur_latent.float() for o in outs if o.blur_latent is not None]
         preds.append(torch.stack(reps).mean(0).cpu())
         if blur_reps:
             blurs.append(torch.stack(blur_reps).mean(0).cpu())
@@ -413,6 +411,110 @@ def save_checkpoint(path: Path, parts, state: dict) -> None:
     checkpoint.save(path, state)
 
 
+@dataclass
+class Progress:
+    """What a run has done so far: carried from epoch to epoch, and restored from a checkpoint."""
+    start: int = 0                  # epochs already trained
+    history: list = field(default_factory=list)   # one log row per epoch
+    elapsed: float = 0.0            # seconds spent training and validating
+    peak: float = 0.0               # peak memory, MiB
+
+    @classmethod
+    def resumed(cls, ckpt: dict | None) -> "Progress":
+        """A fresh run's progress, or that of the checkpoint it resumes."""
+        if ckpt is None:
+            return cls()
+        return cls(ckpt["epoch"], ckpt["history"], ckpt["elapsed_s"], ckpt["peak_memory_mb"])
+
+
+def check_inputs(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, teacher) -> None:
+    """Refuse a run that cannot train, and warn of one that trains unlike upstream, before any work."""
+    if brain_cfg.blurry_recon and (data.lowlevel is None or teacher is None):
+        raise ValueError("blurry_recon: true needs the low-level targets and the ConvNeXt teacher "
+                         "(the lowlevel_targets stage and lowlevel.teacher)")
+    if tc.grad_accum > 1:
+        log.warning("grad_accum %d: the contrastive losses see micro-batches of %d, not the global batch of %d "
+                    "(fewer negatives than upstream)", tc.grad_accum, tc.batch_size // tc.grad_accum, tc.batch_size)
+
+
+def count_steps(data: TrainData, tc: TrainConfig) -> int:
+    """Optimizer steps per epoch (the scheduler's span needs it), refusing an epoch of none."""
+    steps = len(epoch_batches(data, tc, 0))
+    if steps == 0:
+        raise ValueError(f"batch_size {tc.batch_size} is larger than the train set of a subject")
+    return steps
+
+
+def epoch_regimes(tc: TrainConfig) -> list[tuple[bool, float]]:
+    """Per epoch, (BiMixCo?, SoftCLIP temperature): mixup first, then a rising temperature."""
+    mixup_epochs = int(tc.mixup_pct * tc.num_epochs)
+    temps = losses.cosine_anneal(0.004, 0.0075, tc.num_epochs - mixup_epochs)
+    return [(True, 0.006) if epoch < mixup_epochs else (False, temps[epoch - mixup_epochs])
+            for epoch in range(tc.num_epochs)]
+
+
+def train_and_validate(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, epoch: int, parts,
+                       regime: tuple[bool, float], teacher_aug, progress: Progress) -> tuple[dict, dict]:
+    """One epoch trained and validated: (its log row, the validation part of it); updates ``progress``."""
+    accelerator, loss_model = parts[:2]
+    t0 = time.perf_counter()
+    mixup, temp = regime
+    means, done, skipped = train_epoch(data, tc, epoch, parts, mixup, temp, teacher_aug)
+    val = validate(accelerator.unwrap_model(loss_model).model, data.subjects[0], data.targets,
+                   tc.val_images, accelerator.device, accelerator.autocast,
+                   data.lowlevel.latents if data.lowlevel is not None else None)
+    progress.elapsed += time.perf_counter() - t0
+    progress.peak = max(progress.peak, peak_memory_mb(accelerator.device))
+    row = {"epoch": epoch + 1, "lr": parts[3].get_last_lr()[0], "mixup": int(mixup), "temp": temp,
+           **{f"train_loss_{k}": v for k, v in means.items() if brain_cfg.blurry_recon or not k.startswith("blur")},
+           "skipped_batches": skipped, **val, "epoch_time_s": time.perf_counter() - t0}
+    return row, val
+
+
+def record_epoch(row: dict, val: dict, progress: Progress, out_dir: Path, wandb) -> None:
+    """An epoch's row kept everywhere it is read: the history, the log, log.csv and wandb."""
+    progress.history.append(row)
+    _log_epoch(row, val)
+    write_log_csv(out_dir / "log.csv", progress.history)
+    if wandb is not None:
+        wandb.log(row)
+
+
+def saves_checkpoint(epoch: int, tc: TrainConfig, stop_after: int | None) -> bool:
+    """Whether last.pth is written after ``epoch``: every ``ckpt_interval`` epochs and at the job's end."""
+    last = epoch + 1 == tc.num_epochs or (stop_after is not None and epoch + 1 >= stop_after)
+    return (epoch + 1) % tc.ckpt_interval == 0 or last
+
+
+def stops_early(epoch: int, tc: TrainConfig, stop_after: int | None) -> bool:
+    """Whether ``stop_after`` ends this job after ``epoch``, before the run's last epoch."""
+    return stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < tc.num_epochs
+
+
+def checkpoint_state(epoch: int, brain_cfg: BrainConfig, tc: TrainConfig, data_desc: dict,
+                     progress: Progress) -> dict:
+    """last.pth's contents but weights and optimizer: upstream's keys, the configs a resume checks,
+    the RNG states and the progress a resume continues from."""
+    history = progress.history
+    return {"epoch": epoch + 1, "train_losses": [r["train_loss_total"] for r in history],
+            "test_losses": [r["val_loss_clip"] for r in history], "lrs": [r["lr"] for r in history],
+            "config": brain_cfg.to_dict(), "train_config": asdict(tc), "data": data_desc,
+            "rng": rng_state(), "elapsed_s": progress.elapsed, "peak_memory_mb": progress.peak, "history": history}
+
+
+def finish(out_dir: Path, data_desc: dict, tc: TrainConfig, accelerator, counts: dict, progress: Progress) -> dict:
+    """The finished run's summary, written as train_stats.json beside its loss_curve.png."""
+    history = progress.history
+    stats = {"experiment_data": data_desc, "epochs": tc.num_epochs, "wall_time_s": progress.elapsed,
+             "peak_memory_mb": progress.peak, "device": str(accelerator.device), "precision": tc.precision,
+             "deepspeed": uses_deepspeed(accelerator), "params": counts,
+             "final": history[-1] if history else {}, "chance": 1 / max(history[-1]["val_images"], 1) if history else None,
+             "checkpoint": str(out_dir / "last.pth")}
+    plot_curves(out_dir / "loss_curve.png", history)
+    helpers.write_json(out_dir / "train_stats.json", stats)
+    return stats
+
+
 def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str | Path, data_desc: dict,
         init_from: str | Path | None = None, stop_after: int | None = None, teacher=None) -> dict:
     """Train (or resume) into ``out_dir``: last.pth, log.csv, loss_curve.png, train_stats.json.
@@ -421,69 +523,48 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
     split a long run over several jobs; the tests use it to interrupt a run).
     ``teacher``: the blurry branch's frozen ConvNeXt (fmri_recon.lowlevel), with ``data.lowlevel``.
     """
-    if brain_cfg.blurry_recon and (data.lowlevel is None or teacher is None):
-        raise ValueError("blurry_recon: true needs the low-level targets and the ConvNeXt teacher "
-                         "(the lowlevel_targets stage and lowlevel.teacher)")
-    if tc.grad_accum > 1:
-        log.warning("grad_accum %d: the contrastive losses see micro-batches of %d, not the global batch of %d "
-                    "(fewer negatives than upstream)", tc.grad_accum, tc.batch_size // tc.grad_accum, tc.batch_size)
+    # 1. Refuse what cannot train, before any work
+    check_inputs(data, brain_cfg, tc, teacher)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "last.pth"
+
+    # 2. A checkpoint to resume, if one matches; the model, seeded
     ckpt = resume_state(ckpt_path, brain_cfg, tc, data_desc)
     model = build_model(data, brain_cfg, tc, init_from, resuming=ckpt is not None)
-    steps_per_epoch = len(epoch_batches(data, tc, 0))
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {tc.batch_size} is larger than the train set of a subject")
+    steps_per_epoch = count_steps(data, tc)
+
+    # 3. Accelerator, optimizer and scheduler; with a checkpoint, its states and RNG
     parts = prepare(model, tc, steps_per_epoch, ckpt, out_dir)
-    accelerator, loss_model = parts[:2]
-    device = accelerator.device
-    start, history, elapsed, peak = 0, [], 0.0, 0.0
-    if ckpt is not None:
-        start, history, elapsed, peak = ckpt["epoch"], ckpt["history"], ckpt["elapsed_s"], ckpt["peak_memory_mb"]
+    accelerator = parts[0]
+    progress = Progress.resumed(ckpt)
     counts = parameter_counts(model)
-    log.info("training %s on %s (%s%s): %d steps/epoch, epochs %d..%d, params %s", data_desc, device, tc.precision,
-             ", DeepSpeed ZeRO-2 offload" if uses_deepspeed(accelerator) else "", steps_per_epoch, start + 1,
-             tc.num_epochs, counts)
+    _log_start(data_desc, tc, accelerator, steps_per_epoch, progress.start, counts)
+
+    # 4. What the epochs use besides the data: wandb, the teacher, the loss regime per epoch
     wandb = _wandb(tc, brain_cfg, data_desc)
-    teacher_aug = _teacher_on_augmented(teacher, device, accelerator.autocast) if brain_cfg.blurry_recon else None
-    mixup_epochs = int(tc.mixup_pct * tc.num_epochs)
-    temps = losses.cosine_anneal(0.004, 0.0075, tc.num_epochs - mixup_epochs)
-    for epoch in range(start, tc.num_epochs):
-        t0 = time.perf_counter()
-        mixup = epoch < mixup_epochs
-        temp = 0.006 if mixup else temps[epoch - mixup_epochs]
-        means, done, skipped = train_epoch(data, tc, epoch, parts, mixup, temp, teacher_aug)
-        val = validate(accelerator.unwrap_model(loss_model).model, data.subjects[0], data.targets,
-                       tc.val_images, device, accelerator.autocast,
-                       data.lowlevel.latents if data.lowlevel is not None else None)
-        elapsed += time.perf_counter() - t0
-        peak = max(peak, peak_memory_mb(device))
-        row = {"epoch": epoch + 1, "lr": parts[3].get_last_lr()[0], "mixup": int(mixup), "temp": temp,
-               **{f"train_loss_{k}": v for k, v in means.items() if brain_cfg.blurry_recon or not k.startswith("blur")},
-               "skipped_batches": skipped, **val, "epoch_time_s": time.perf_counter() - t0}
-        history.append(row)
-        _log_epoch(row, val)
-        write_log_csv(out_dir / "log.csv", history)
-        if wandb is not None:
-            wandb.log(row)
-        last = epoch + 1 == tc.num_epochs or (stop_after is not None and epoch + 1 >= stop_after)
-        if (epoch + 1) % tc.ckpt_interval == 0 or last:
-            save_checkpoint(ckpt_path, parts, {
-                "epoch": epoch + 1, "train_losses": [r["train_loss_total"] for r in history],
-                "test_losses": [r["val_loss_clip"] for r in history], "lrs": [r["lr"] for r in history],
-                "config": brain_cfg.to_dict(), "train_config": asdict(tc), "data": data_desc,
-                "rng": rng_state(), "elapsed_s": elapsed, "peak_memory_mb": peak, "history": history})
-        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < tc.num_epochs:
+    teacher_aug = (_teacher_on_augmented(teacher, accelerator.device, accelerator.autocast)
+                   if brain_cfg.blurry_recon else None)
+    regimes = epoch_regimes(tc)
+
+    # 5. Epochs: train, validate, log, checkpoint; stop early if asked
+    for epoch in range(progress.start, tc.num_epochs):
+        row, val = train_and_validate(data, brain_cfg, tc, epoch, parts, regimes[epoch], teacher_aug, progress)
+        record_epoch(row, val, progress, out_dir, wandb)
+        if saves_checkpoint(epoch, tc, stop_after):
+            save_checkpoint(ckpt_path, parts, checkpoint_state(epoch, brain_cfg, tc, data_desc, progress))
+        if stops_early(epoch, tc, stop_after):
             log.info("stopping after epoch %d as asked; the next run resumes from %s", epoch + 1, ckpt_path)
             return {"stopped_after": epoch + 1}
-    stats = {"experiment_data": data_desc, "epochs": tc.num_epochs, "wall_time_s": elapsed,
-             "peak_memory_mb": peak, "device": str(device), "precision": tc.precision,
-             "deepspeed": uses_deepspeed(accelerator), "params": counts,
-             "final": history[-1] if history else {}, "chance": 1 / max(history[-1]["val_images"], 1) if history else None,
-             "checkpoint": str(ckpt_path)}
-    plot_curves(out_dir / "loss_curve.png", history)
-    nsd.write_json(out_dir / "train_stats.json", stats)
-    return stats
+
+    # 6. The summary
+    return finish(out_dir, data_desc, tc, accelerator, counts, progress)
+
+
+def _log_start(data_desc: dict, tc: TrainConfig, accelerator, steps_per_epoch: int, start: int, counts: dict) -> None:
+    """One line saying what is about to train, where, and from which epoch."""
+    log.info("training %s on %s (%s%s): %d steps/epoch, epochs %d..%d, params %s", data_desc, accelerator.device,
+             tc.precision, ", DeepSpeed ZeRO-2 offload" if uses_deepspeed(accelerator) else "", steps_per_epoch,
+             start + 1, tc.num_epochs, counts)
 
 
 def _log_epoch(row: dict, val: dict) -> None:
@@ -515,7 +596,7 @@ def _teacher_on_augmented(teacher, device, autocast):
 
 
 def write_log_csv(path: Path, rows: list[dict]) -> None:
-    with nsd.atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+    with helpers.atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -545,7 +626,7 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
     b.set_title(f"test top-1 retrieval ({rows[-1]['val_images']}-way)")
     b.legend(fontsize=8)
     fig.tight_layout()
-    with nsd.atomic_output(path) as tmp:
+    with helpers.atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 

@@ -4,7 +4,7 @@
 Voxels of every train trial and of the test set are read once (sorted unique rows, never the
 whole betas file); targets come from the ``targets`` stage's cache, so training never runs
 CLIP. Test voxels keep their three repeats apart: upstream runs the model on each repeat
-and averages the outputs, not the voxels (spec §1.4).
+and averages the outputs, not the voxels (docs/upstream.md §1.4).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """MindEye2's SDXL-unCLIP decoder: bigG image tokens -> images, sampled exactly as upstream.
 
-Upstream (``utils.unclip_recon`` with sgm's ``EulerEDMSampler``; mindeyev2.md §3.4):
+Upstream (``utils.unclip_recon`` with sgm's ``EulerEDMSampler``; docs/upstream.md §3.4):
 
 - sigmas: ``LegacyDDPMDiscretization`` of the 1000-step scaled-linear schedule (betas
   0.00085..0.012) at the timesteps ``floor(linspace(999, 0, n, endpoint=False))`` (ascending),
@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import OUTPUT_TRANSFORM, UNCLIP_DECODER_JSON
+# The decoder folder's own file (written by fmri_recon.weights) and the output mapping it declares.
+UNCLIP_DECODER_JSON = "decoder.json"
+OUTPUT_TRANSFORM = "x*0.8+0.2"       # upstream's unCLIP output mapping (QUIRK, not (x+1)/2)
 
 # diffusers EulerDiscreteScheduler kwargs of upstream's schedule (sgm DiscreteDenoiser +
 # LegacyDDPMDiscretization + EpsScaling; Euler without churn).

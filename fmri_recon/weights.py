@@ -20,17 +20,18 @@ Folder layouts
 
       config.json, generation_config.json, model.safetensors, processor/tokenizer/image-processor files
 
-Facts: ../shared/spec/mindeyev2.md §3.3, §3.4 and §4.
+Facts: docs/upstream.md §3.3, §3.4 and §4.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from .unclip import OUTPUT_TRANSFORM, UNCLIP_DECODER_JSON, UPSTREAM_EULER
+from . import helpers
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,7 @@ SDXL_BASE_PATTERNS = ("model_index.json", "scheduler/*", "tokenizer/*", "tokeniz
 SDXL_CONFIG_PATTERNS = ("model_index.json", "*/config.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*")
 GIT_PATTERNS = ("*.json", "*.txt", "*.safetensors")
 
-UNCLIP_DECODER_JSON = "decoder.json"
 SDXL_VAE_SCALE_FACTOR = 0.13025      # sgm's scale_factor of the SDXL KL-f8 VAE
-OUTPUT_TRANSFORM = "x*0.8+0.2"       # upstream's unCLIP output mapping (QUIRK, not (x+1)/2)
 
 # sgm/LDM architecture parameters (the keys of the yaml ``network_config.params``).
 # unclip6.yaml's UNet: SDXL's with context 1664 (bigG tokens) and a 1024-dim vector
@@ -69,7 +68,7 @@ UNCLIP_SEQ_LEN = 256                 # bigG tokens
 TINY_UNET = dict(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                  attention_resolutions=(2,), transformer_depth=(1, 1), num_head_channels=16,
                  context_dim=None, adm_in_channels=1024)
-TINY_VAE = dict(in_channels=3, out_ch=3, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=4)
+TINY_SDXL_VAE = dict(in_channels=3, out_ch=3, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=4)
 TINY_IMAGE_SIZE = 64                 # 8x8 latents
 
 
@@ -119,31 +118,10 @@ def upstream_scheduler():
     """EulerDiscreteScheduler with upstream's training schedule (1000 steps, scaled-linear betas)."""
     from diffusers import EulerDiscreteScheduler
 
-    from .unclip import UPSTREAM_EULER
-
     return EulerDiscreteScheduler(**UPSTREAM_EULER)
 
 
 # ------------------------------------------------------------------ helpers
-@contextlib.contextmanager
-def _atomic_dir(out_dir: str | Path):
-    """Yield a temporary sibling folder to fill; it becomes ``out_dir`` only on success."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; remove it to rebuild")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out_dir.exists():
-            out_dir.rmdir()          # empty (checked above)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _seeded(seed: int):
     """Seed torch's global RNG for random initialisation without disturbing the caller's stream."""
@@ -154,12 +132,8 @@ def _seeded(seed: int):
         yield
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
 def _write_decoder_json(folder: Path, context_dim: int, seq_len: int, image_size: int) -> None:
-    _write_json(folder / UNCLIP_DECODER_JSON, {
+    helpers.write_json(folder / UNCLIP_DECODER_JSON, {
         "context_dim": int(context_dim), "seq_len": int(seq_len), "image_size": int(image_size),
         "vae_scale_factor": SDXL_VAE_SCALE_FACTOR, "output_transform": OUTPUT_TRANSFORM})
 
@@ -174,10 +148,10 @@ def build_tiny_unclip(out_dir: str | Path, context_dim: int, seq_len: int, seed:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     latent = image_size // 8
-    with _atomic_dir(out_dir) as tmp, _seeded(seed):
+    with helpers.atomic_dir(out_dir) as tmp, _seeded(seed):
         UNet2DConditionModel(**unet_config({**TINY_UNET, "context_dim": context_dim}, latent)
                              ).save_pretrained(tmp / "unet")
-        AutoencoderKL(**vae_config(TINY_VAE, image_size)).save_pretrained(tmp / "vae")
+        AutoencoderKL(**vae_config(TINY_SDXL_VAE, image_size)).save_pretrained(tmp / "vae")
         upstream_scheduler().save_pretrained(tmp / "scheduler")
         _write_decoder_json(tmp, context_dim, seq_len, image_size)
     return Path(out_dir)
@@ -267,7 +241,7 @@ def convert_unclip_checkpoint(sgm_ckpt: str | Path, out_dir: str | Path, *, unet
     vae_sd = convert_ldm_vae_checkpoint(vae_source, vcfg)
     vae = _load_converted(AutoencoderKL, vcfg, vae_sd, vae_source, f"{sgm_ckpt.name} VAE")
 
-    with _atomic_dir(out_dir) as tmp:
+    with helpers.atomic_dir(out_dir) as tmp:
         unet.save_pretrained(tmp / "unet")
         vae.save_pretrained(tmp / "vae")
         upstream_scheduler().save_pretrained(tmp / "scheduler")
@@ -303,7 +277,7 @@ def write_clip_tokenizer(out_dir: str | Path, pad_token: str = "<|endoftext|>", 
     vocab = [*chars, *(c + "</w>" for c in chars), *("".join(m.split()) for m in merges),
              "<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as src:
-        _write_json(Path(src) / "vocab.json", {token: i for i, token in enumerate(vocab)})
+        helpers.write_json(Path(src) / "vocab.json", {token: i for i, token in enumerate(vocab)})
         (Path(src) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
         tokenizer = CLIPTokenizer.from_pretrained(src, model_max_length=max_length, pad_token=pad_token)
     tokenizer.save_pretrained(out_dir)
@@ -320,7 +294,7 @@ def build_tiny_sdxl_img2img(out_dir: str | Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    with _atomic_dir(out_dir) as tmp, _seeded(seed), tempfile.TemporaryDirectory() as scratch:
+    with helpers.atomic_dir(out_dir) as tmp, _seeded(seed), tempfile.TemporaryDirectory() as scratch:
         tok = write_clip_tokenizer(Path(scratch) / "tokenizer")
         tok2 = write_clip_tokenizer(Path(scratch) / "tokenizer_2", pad_token="!")
         ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -334,7 +308,7 @@ def build_tiny_sdxl_img2img(out_dir: str | Path, seed: int = 0) -> Path:
         # context = both encoders' penultimate states; vector = pooled text + 6 numbers x 256
         params = {**TINY_UNET, "context_dim": 32 + 48, "adm_in_channels": 48 + 6 * 256}
         unet = UNet2DConditionModel(**unet_config(params, TINY_IMAGE_SIZE // 8))
-        vae = AutoencoderKL(**vae_config(TINY_VAE, TINY_IMAGE_SIZE))
+        vae = AutoencoderKL(**vae_config(TINY_SDXL_VAE, TINY_IMAGE_SIZE))
         pipe = StableDiffusionXLImg2ImgPipeline(
             vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tok,
             tokenizer_2=tok2, unet=unet, scheduler=upstream_scheduler(),
@@ -384,7 +358,7 @@ def build_tiny_git(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import BertTokenizer, CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
 
-    with _atomic_dir(out_dir) as tmp, _seeded(seed):
+    with helpers.atomic_dir(out_dir) as tmp, _seeded(seed):
         src = tmp / "vocab"
         src.mkdir()
         tokens = write_tiny_bert_vocab(src / "vocab.txt")

@@ -2,47 +2,59 @@
 import json
 import os
 import re
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from fmri_recon import code_deps
 from fmri_recon import experiment as fmri_experiment
 from fmri_recon import nsd, synthetic
 
 SUBJECT = config["subject"]
 DATA = config["data_dir"]
-WEIGHTS = config.get("weights_dir", "weights")
-HUB = config.get("hub", {})
+WEIGHTS = config["weights_dir"]
+HUB = config["hub"]
 ENVS = os.path.join(workflow.basedir, "envs")
 
 
-def code(*modules):
-    """Package modules a stage runs, as inputs: editing one reruns the stages that use it
-    (Snakemake compares modification times; an untouched module never triggers a rerun)."""
-    return [os.path.join(workflow.basedir, "fmri_recon", m) for m in modules]
+def code(script):
+    """The rule's script and every package module it imports (fmri_recon.code_deps), as inputs:
+    editing one reruns exactly the stages that run it. Downloads take none: a fetched file is
+    verified against the hub's checksum and does not depend on our code."""
+    return code_deps.script_code(script, Path(workflow.basedir))
 
 
 def data_path(rel):
     return os.path.join(DATA, rel)
 
 
+def data_is_given():
+    """download: false on real data: data_dir holds what it holds, nothing will fetch the rest."""
+    return config["dataset"] == "nsd" and not config["download"]
+
+
 def present(paths):
     """`paths` (under data_dir), which with download: false must be there already. Called from
     input functions, so only the files of the jobs a run needs are checked, before any job runs."""
-    if config["dataset"] == "nsd" and not config["download"]:
-        root = os.path.abspath(DATA) + os.sep               # files made by rules (weights, caches) are not checked
+    if data_is_given():
+        root = os.path.abspath(DATA) + os.sep  # files made by rules (weights, caches) are not checked
         missing = [p for p in paths if os.path.abspath(p).startswith(root) and not os.path.exists(p)]
         if missing:
-            raise WorkflowError(f"download: false, but these files are missing under data_dir ({DATA}): "
-                                f"{', '.join(os.path.relpath(m, DATA) for m in missing)}. Put them there "
-                                "(the pscotti/mindeyev2 layout) or set download: true.")
+            raise WorkflowError(
+                f"download: false, but these files are missing under data_dir ({DATA}): "
+                f"{', '.join(os.path.relpath(m, DATA) for m in missing)}. Put them there "
+                "(the pscotti/mindeyev2 layout) or set download: true."
+            )
     return paths
 
 
 def data_input(*rels):
     """Input function of dataset files (checked by `present`); one path for one file."""
+
     def files(wildcards):
         paths = present([data_path(r) for r in rels])
         return paths[0] if len(rels) == 1 else paths
+
     return files
 
 
@@ -50,14 +62,23 @@ def optional_data(rel):
     """A dataset file that only adds a metric (region masks, GNet): with download: false and the
     file absent, None (the stage then leaves those columns empty and says why)."""
     path = data_path(rel)
-    if config["dataset"] == "nsd" and not config["download"] and not os.path.exists(path):
-        return None
-    return path
+    return None if data_is_given() and not os.path.exists(path) else path
+
+
+def spec_file(spec):
+    """The file of a `data:<file of the dataset repo>` or `file:<path>` config value."""
+    return data_path(spec[len("data:") :]) if spec.startswith("data:") else spec[len("file:") :]
 
 
 def as_param(obj):
     """Config values as rule params, serialised so that reordering YAML keys changes nothing."""
     return json.dumps(obj, sort_keys=True)
+
+
+def result_settings(block):
+    """The settings of a config block that change a stage's result, as a rule param: not its
+    resource requests or device (changing those reruns nothing)."""
+    return as_param({k: v for k, v in config[block].items() if k not in ("mem_mb", "runtime", "device")})
 
 
 def experiment(name):
@@ -92,23 +113,23 @@ def needed_files(subjects=None):
     for s, n in subject_sessions().items():
         if subjects is None or s in subjects:
             files.update(nsd.required_files(s, n, config["new_test"]))
-    if subjects is None:     # model and mask files of the dataset repo the later stages read
-        ev = config.get("evaluate", {})
-        files.add(ev.get("masks", nsd.MASKS_FILE))
-        specs = [DECODER["weights"], ev.get("gnet", "random")]
+    if subjects is None:  # model and mask files of the dataset repo the later stages read
+        ev = config["evaluate"]
+        files.add(ev["masks"])
+        specs = [DECODER["weights"], ev["gnet"]]
         specs += [released_converter(c) for c in used_clip_models() if released_converter(c)]
         if blurry_experiments():
             specs += [LOWLEVEL["vae"], LOWLEVEL["teacher"]]
-        files.update(spec[len("data:"):] for spec in specs if spec.startswith("data:"))
+        files.update(spec[len("data:") :] for spec in specs if spec.startswith("data:"))
     return sorted(files)
 
 
 # --------------------------------------------------------------------------- blurry branch
-LOWLEVEL = config.get("lowlevel", {})
+LOWLEVEL = config["lowlevel"]
 
 
 def blurry_experiments():
-    return [e for e in config["experiments"] if experiment(e).get("blurry_recon", False)]
+    return [e for e in config["experiments"] if experiment(e)["blurry_recon"]]
 
 
 def has_blurry(name):
@@ -118,11 +139,7 @@ def has_blurry(name):
 def lowlevel_weights(kind):
     """The file of the blurry branch's `vae` or `teacher`: random (tiny), data: or file:."""
     spec = LOWLEVEL[kind]
-    if spec == "random":
-        return f"{WEIGHTS}/random/lowlevel/{kind}.pth"
-    if spec.startswith("data:"):
-        return data_path(spec[len("data:"):])
-    return spec[len("file:"):]
+    return f"{WEIGHTS}/random/lowlevel/{kind}.pth" if spec == "random" else spec_file(spec)
 
 
 def lowlevel_sessions():
@@ -131,7 +148,7 @@ def lowlevel_sessions():
 
 
 # --------------------------------------------------------------------------- decoding stages
-DECODER = config.get("decoder", {})
+DECODER = config["decoder"]
 UPPER = "upper_bound_"
 
 
@@ -141,8 +158,14 @@ def recon_names():
     return list(config["experiments"]) + [UPPER + c for c in used_clip_models()]
 
 
+def run_kind(name):
+    """What a decoding run is: a trained `experiment`, or an `upper_bound` (ground-truth targets).
+    The one place that tells them apart; rules pass it to their scripts as the `kind` param."""
+    return "upper_bound" if name.startswith(UPPER) else "experiment"
+
+
 def recon_clip(name):
-    return name[len(UPPER):] if name.startswith(UPPER) else experiment(name)["clip_target"]
+    return name[len(UPPER) :] if run_kind(name) == "upper_bound" else experiment(name)["clip_target"]
 
 
 def weights_dir(spec, kind):
@@ -153,13 +176,13 @@ def weights_dir(spec, kind):
         return f"{WEIGHTS}/snapshots/{spec[len('hf://'):]}"
     if spec.startswith("data:"):
         return f"{WEIGHTS}/converted/{kind}"
-    return spec[len("file:"):]                      # a single-file checkpoint the user provides
+    return spec[len("file:") :]  # a single-file checkpoint the user provides
 
 
 def released_converter(clip):
     """The config's released converter of CLIP space `clip` into GIT's space (data: or file:), or None."""
-    spec = config["captions"]["converters"].get(clip, "train")
-    return None if spec == "train" else spec
+    spec = config["captions"]["converters"].get(clip)  # a space not listed trains its own
+    return None if spec in (None, "train") else spec
 
 
 def converters(name):
@@ -168,8 +191,7 @@ def converters(name):
     clip = recon_clip(name)
     released = released_converter(clip)
     if released:
-        path = data_path(released[len("data:"):]) if released.startswith("data:") else released[len("file:"):]
-        out = {"to_git": present([path])[0]}
+        out = {"to_git": present([spec_file(released)])[0]}
     else:
         out = {"to_git": f"cache/converters/{clip}_to_git.pt"}
     if clip != DECODER["clip"]:
@@ -210,8 +232,9 @@ def refine_inputs(w):
     inputs = {"base": weights_dir(REFINE["base"], "sdxl")}
     if REFINE["base"].startswith("file:"):
         spec = REFINE["single_file_config"]
-        inputs["single_file_config"] = (f"{WEIGHTS}/configs/{spec[len('hf://'):]}" if spec.startswith("hf://")
-                                        else weights_dir(spec, "sdxl"))
+        inputs["single_file_config"] = (
+            f"{WEIGHTS}/configs/{spec[len('hf://'):]}" if spec.startswith("hf://") else weights_dir(spec, "sdxl")
+        )
     return inputs
 
 
@@ -224,9 +247,8 @@ def train_inputs(w):
     }
     if exp.get("init_from"):
         inputs["init"] = train_stats(exp["init_from"])
-    if exp.get("blurry_recon", False):
-        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=present([lowlevel_weights("teacher")])[0],
-                      lowlevel_code=code("lowlevel.py"))   # only these trainings run it
+    if exp["blurry_recon"]:
+        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=present([lowlevel_weights("teacher")])[0])
     return inputs
 
 
@@ -238,14 +260,13 @@ def reconstruct_inputs(w):
         "summary": subject_summary(),
         **converters(w.name),
     }
-    if not w.name.startswith(UPPER):
+    if run_kind(w.name) == "experiment":
         inputs["train"] = train_stats(w.name)
     return inputs
 
 
-
 def evaluate_inputs(w):
-    ev, name = config.get("evaluate", {}), w.name
+    ev, name = config["evaluate"], w.name
     check_wordnet()
     inputs = {
         "recons": evals_file(name, "recons"),
@@ -258,17 +279,22 @@ def evaluate_inputs(w):
     masks = optional_data(ev["masks"])
     if masks:
         inputs["masks"] = masks
-    if not name.startswith(UPPER):
-        inputs.update(enhanced=evals_file(name, "enhancedrecons"), clipvoxels=evals_file(name, "clipvoxels"),
-                      predcaptions=evals_file(name, "predcaptions"), train=train_stats(name))
+    if run_kind(name) == "experiment":
+        inputs.update(
+            enhanced=evals_file(name, "enhancedrecons"),
+            clipvoxels=evals_file(name, "clipvoxels"),
+            predcaptions=evals_file(name, "predcaptions"),
+            train=train_stats(name),
+        )
     if has_blurry(name):
         inputs["blurry"] = evals_file(name, "blurryrecons")
-    if ev.get("nets", "pretrained") == "pretrained":
-        inputs["nets"] = [f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")]
-    if ev.get("clip_weights", "random") != "random":
+    if ev["nets"] == "pretrained":
+        inputs.update({f"net_{n}": f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")})
+    if ev["clip_weights"] != "random":
         inputs["clip_weights"] = f"{WEIGHTS}/hub/{ev['clip_weights'][len('hf://'):]}"
-    if ev["gnet"].startswith("data:") and optional_data(ev["gnet"][len("data:"):]):
-        inputs["gnet"] = optional_data(ev["gnet"][len("data:"):])
+    gnet = optional_data(ev["gnet"][len("data:") :]) if ev["gnet"].startswith("data:") else None
+    if gnet:
+        inputs["gnet"] = gnet
     return inputs
 
 
@@ -287,24 +313,30 @@ def _check_config():
     for name in config["experiments"]:
         exp = experiment(name)
         if exp["clip_target"] not in config["clip_models"]:
-            raise WorkflowError(f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "
-                                f"clip_models (have {sorted(config['clip_models'])})")
+            raise WorkflowError(
+                f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "
+                f"clip_models (have {sorted(config['clip_models'])})"
+            )
         init = exp.get("init_from")
         if init is not None and (init not in config["experiments"] or init == name):
             raise WorkflowError(f"config: experiments.{name}.init_from = {init!r} is not another experiment")
     if DECODER["clip"] not in config["clip_models"]:
         raise WorkflowError(f"config: decoder.clip = {DECODER['clip']!r} is not a key of clip_models")
     if config["dataset"] == "synthetic" and DECODER["weights"].startswith("data:"):
-        raise WorkflowError("config: dataset = synthetic needs decoder.weights = random (the synthetic "
-                            "dataset has no unCLIP checkpoint)")
+        raise WorkflowError(
+            "config: dataset = synthetic needs decoder.weights = random (the synthetic "
+            "dataset has no unCLIP checkpoint)"
+        )
     if config["dataset"] == "synthetic":
         syn = config["synthetic"]
         for s, n in subject_sessions().items():
             if s not in syn["subjects"]:
                 raise WorkflowError(f"config: subject {s} is used but synthetic.subjects = {syn['subjects']}")
             if n > syn["num_sessions"]:
-                raise WorkflowError(f"config: {n} sessions of subject {s} are used but "
-                                    f"synthetic.num_sessions = {syn['num_sessions']}")
+                raise WorkflowError(
+                    f"config: {n} sessions of subject {s} are used but "
+                    f"synthetic.num_sessions = {syn['num_sessions']}"
+                )
 
 
 _check_config()

@@ -1,6 +1,6 @@
 # Evaluate: MindEye2's metric protocol per experiment -> tables/{name}.csv and a picture grid;
 # then every experiment side by side in tables/metrics.csv (the workflow's main target).
-EVAL = config.get("evaluate", {})
+EVAL = config["evaluate"]
 
 
 # Pretrained feature networks of the image metrics (torchvision / SwAV download URLs).
@@ -9,22 +9,22 @@ localrules:
 
 
 rule eval_weights:
-    # downloads run first, so a late stage's missing file stops the run before any training
-    priority: 100
     output:
         f"{WEIGHTS}/eval/{{net}}.pth",
-    wildcard_constraints:
-        net="alexnet|inception|efficientnet|swav",
     log:
         "logs/eval_weights/{net}.log",
     benchmark:
         "benchmarks/eval_weights/{net}.tsv"
+    wildcard_constraints:
+        net="alexnet|inception|efficientnet|swav",
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
+    conda:
+        f"{ENVS}/evaluate.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
-    threads: 1
-    conda:
-        f"{ENVS}/evaluate.yaml"
     script:
         "../scripts/eval_weights.py"
 
@@ -32,30 +32,30 @@ rule eval_weights:
 rule evaluate:
     input:
         unpack(evaluate_inputs),
-        code=code("evaluate.py", "tables.py", "pictures.py", "metrics/image.py", "metrics/brain.py",
-                  "metrics/captions.py", "metrics/retrieval.py", "images.py"),
+        code=code("evaluate.py"),
     output:
         table="tables/{name}.csv",
         grid=report("evals/{name}/{name}_grid.png", category="Reconstructions"),
-    params:
-        settings=as_param({k: v for k, v in EVAL.items() if k not in ("mem_mb", "runtime", "device")}),
-        device=EVAL.get("device", "auto"),
-        data_dir=DATA,
-        subject=SUBJECT,
-        num_sessions=config["num_sessions"],
-        new_test=config["new_test"],
-        upper_bound=lambda w: w.name.startswith(UPPER),
     log:
         "logs/evaluate/{name}.log",
     benchmark:
         "benchmarks/evaluate/{name}.tsv"
-    resources:
-        mem_mb=EVAL.get("mem_mb", 16000),
-        runtime=EVAL.get("runtime", 120),
-        gpu=1,
-    threads: 2
     conda:
         f"{ENVS}/evaluate.yaml"
+    threads: 2
+    resources:
+        mem_mb=EVAL["mem_mb"],
+        runtime=EVAL["runtime"],
+        gpu=1,
+    params:
+        settings=result_settings("evaluate"),
+        device=EVAL["device"],
+        data_dir=DATA,
+        subject=SUBJECT,
+        num_sessions=config["num_sessions"],
+        new_test=config["new_test"],
+        kind=lambda w: run_kind(w.name),
+        blurry=lambda w: has_blurry(w.name),
     script:
         "../scripts/evaluate.py"
 
@@ -63,7 +63,7 @@ rule evaluate:
 rule metrics_table:
     input:
         tables=[f"tables/{n}.csv" for n in recon_names()],
-        code=code("tables.py", "pictures.py"),
+        code=code("metrics_table.py"),
     output:
         table=report("tables/metrics.csv", category="Metrics"),
         chart=report("tables/metrics.png", category="Metrics"),
@@ -71,11 +71,11 @@ rule metrics_table:
         "logs/metrics_table.log",
     benchmark:
         "benchmarks/metrics_table.tsv"
+    conda:
+        f"{ENVS}/evaluate.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    threads: 1
-    conda:
-        f"{ENVS}/evaluate.yaml"
     script:
         "../scripts/metrics_table.py"

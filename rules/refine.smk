@@ -4,22 +4,22 @@ rule refine:
         unpack(refine_inputs),
         recons=evals_file("{name}", "recons"),
         captions=evals_file("{name}", "predcaptions"),
-        code=code("refine.py", "reconstruct.py", "images.py"),
+        code=code("refine.py"),
     output:
         evals_file("{name}", "enhancedrecons"),
-    params:
-        settings=as_param({k: v for k, v in REFINE.items() if k not in ("mem_mb", "runtime", "device")}),
-        device=REFINE.get("device", "auto"),
     log:
         "logs/refine/{name}.log",
     benchmark:
         "benchmarks/refine/{name}.tsv"
-    resources:
-        mem_mb=REFINE.get("mem_mb", 32000),
-        runtime=REFINE.get("runtime", 240),
-        gpu=1,
-    threads: 2
     conda:
         f"{ENVS}/reconstruct.yaml"
+    threads: 2
+    resources:
+        mem_mb=REFINE["mem_mb"],
+        runtime=REFINE["runtime"],
+        gpu=1,
+    params:
+        settings=result_settings("refine"),
+        device=REFINE["device"],
     script:
         "../scripts/refine.py"

@@ -11,29 +11,28 @@
 rule train:
     input:
         unpack(train_inputs),
-        code=code("nsd.py", "clip_targets.py", "train_data.py", "train.py", "losses.py", "checkpoint.py",
-                  "models/brain.py", "models/prior.py"),
+        code=code("train.py"),
     output:
         stats=train_stats("{experiment}"),
         log_csv="train_logs/{experiment}/log.csv",
         curve=report("train_logs/{experiment}/loss_curve.png", category="Training"),
-    params:
-        experiment=lambda w: fmri_experiment.train_params(config, w.experiment),
-        device=lambda w: experiment(w.experiment).get("device", "auto"),
-        wandb=lambda w: experiment(w.experiment).get("wandb", False),
-        tiny_teacher=LOWLEVEL.get("teacher") == "random",
-        data_dir=DATA,
-        out_dir=lambda w, output: os.path.dirname(output.stats),
     log:
         "logs/train/{experiment}.log",
     benchmark:
         "benchmarks/train/{experiment}.tsv"
-    resources:
-        mem_mb=lambda w: experiment(w.experiment).get("train_mem_mb", 64000),
-        runtime=lambda w: experiment(w.experiment).get("train_runtime", 1440),
-        gpu=1,
-    threads: 4
     conda:
         f"{ENVS}/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=lambda w: experiment(w.experiment)["train_mem_mb"],
+        runtime=lambda w: experiment(w.experiment)["train_runtime"],
+        gpu=1,
+    params:
+        experiment=lambda w: fmri_experiment.train_params(config, w.experiment),
+        device=lambda w: experiment(w.experiment)["device"],
+        wandb=lambda w: experiment(w.experiment)["wandb"],
+        tiny_teacher=LOWLEVEL["teacher"] == "random",
+        data_dir=DATA,
+        out_dir=lambda w, output: os.path.dirname(output.stats),
     script:
         "../scripts/train.py"

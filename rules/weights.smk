@@ -1,55 +1,58 @@
 # Weights: pretrained files fetched from the hub under weights_dir/hub/<org>/<repo>/<file>,
 # or, for the demo and tests, randomly initialised models of the same classes and formats.
 
+
 localrules:
     download_weights,
 
 
 rule download_weights:
-    # downloads run first, so a late stage's missing file stops the run before any training
-    priority: 100
     output:
         f"{WEIGHTS}/hub/{{org}}/{{repo}}/{{filename}}",
-    wildcard_constraints:
-        org="[^/]+",
-        repo="[^/]+",
-    params:
-        repo_id="{org}/{repo}",
-        revision="main",
-        verify=HUB.get("verify", True),
-        repo_type="model",
-        filename="{filename}",
-        local_dir=f"{WEIGHTS}/hub/{{org}}/{{repo}}",
     log:
         "logs/download_weights/{org}/{repo}/{filename}.log",
     benchmark:
         "benchmarks/download_weights/{org}/{repo}/{filename}.tsv"
+    wildcard_constraints:
+        org="[^/]+",
+        repo="[^/]+",
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
+    conda:
+        f"{ENVS}/data.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=360,
-    threads: 1
-    conda:
-        f"{ENVS}/data.yaml"
+    params:
+        repo_id="{org}/{repo}",
+        revision="main",
+        verify=HUB["verify"],
+        repo_type="model",
+        filename="{filename}",
+        local_dir=f"{WEIGHTS}/hub/{{org}}/{{repo}}",
     script:
         "../scripts/download.py"
 
 
 rule random_clip:
+    input:
+        code=code("random_clip.py"),
     output:
         f"{WEIGHTS}/random/open_clip/{{clip}}.safetensors",
-    params:
-        arch=lambda w: config["clip_models"][w.clip]["arch"],
-        seed=lambda w: config["clip_models"][w.clip].get("seed", 0),
     log:
         "logs/random_clip/{clip}.log",
     benchmark:
         "benchmarks/random_clip/{clip}.tsv"
+    conda:
+        f"{ENVS}/targets.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    threads: 1
-    conda:
-        f"{ENVS}/targets.yaml"
+    params:
+        arch=lambda w: config["clip_models"][w.clip]["arch"],
+        seed=lambda w: config["clip_models"][w.clip]["seed"],
     script:
         "../scripts/random_clip.py"
 
@@ -60,25 +63,26 @@ localrules:
 
 
 rule snapshot_weights:
-    # downloads run first, so a late stage's missing file stops the run before any training
-    priority: 100
     output:
         directory(f"{WEIGHTS}/snapshots/{{org}}/{{repo}}"),
-    wildcard_constraints:
-        org="[^/]+",
-        repo="[^/]+",
-    params:
-        repo_id="{org}/{repo}",
     log:
         "logs/snapshot_weights/{org}/{repo}.log",
     benchmark:
         "benchmarks/snapshot_weights/{org}/{repo}.tsv"
+    wildcard_constraints:
+        org="[^/]+",
+        repo="[^/]+",
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
+    conda:
+        f"{ENVS}/data.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=360,
-    threads: 1
-    conda:
-        f"{ENVS}/data.yaml"
+    params:
+        repo_id="{org}/{repo}",
+        configs_only=False,
     script:
         "../scripts/snapshot_weights.py"
 
@@ -90,26 +94,26 @@ localrules:
 
 
 rule snapshot_configs:
-    # downloads run first, so a late stage's missing file stops the run before any training
-    priority: 100
     output:
         directory(f"{WEIGHTS}/configs/{{org}}/{{repo}}"),
-    wildcard_constraints:
-        org="[^/]+",
-        repo="[^/]+",
-    params:
-        repo_id="{org}/{repo}",
-        configs_only=True,
     log:
         "logs/snapshot_configs/{org}/{repo}.log",
     benchmark:
         "benchmarks/snapshot_configs/{org}/{repo}.tsv"
+    wildcard_constraints:
+        org="[^/]+",
+        repo="[^/]+",
+    # downloads run first, so a late stage's missing file stops the run before any training
+    priority: 100
+    conda:
+        f"{ENVS}/data.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
-    threads: 1
-    conda:
-        f"{ENVS}/data.yaml"
+    params:
+        repo_id="{org}/{repo}",
+        configs_only=True,
     script:
         "../scripts/snapshot_weights.py"
 
@@ -117,63 +121,68 @@ rule snapshot_configs:
 # MindEye2's sgm unCLIP checkpoint, converted once to a diffusers folder.
 rule convert_unclip:
     input:
-        lambda w: present([data_path(DECODER["weights"][len("data:"):])])[0],
+        lambda w: present([data_path(DECODER["weights"][len("data:") :])])[0],
+        code=code("convert_unclip.py"),
     output:
         directory(f"{WEIGHTS}/converted/unclip"),
     log:
         "logs/convert_unclip.log",
     benchmark:
         "benchmarks/convert_unclip.tsv"
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    threads: 2
     resources:
         mem_mb=40000,
         runtime=60,
-    threads: 2
-    conda:
-        f"{ENVS}/reconstruct.yaml"
     script:
         "../scripts/convert_unclip.py"
 
 
 # Tiny randomly initialised models of the same classes, saved in the same formats (demo, tests).
 rule random_model:
+    input:
+        code=code("random_model.py"),
     output:
         directory(f"{WEIGHTS}/random/{{kind}}"),
-    wildcard_constraints:
-        kind="unclip|git|sdxl",
-    params:
-        context_dim=config["clip_models"][DECODER["clip"]]["emb_dim"],
-        seq_len=config["clip_models"][DECODER["clip"]]["seq_dim"],
-        seed=0,
     log:
         "logs/random_model/{kind}.log",
     benchmark:
         "benchmarks/random_model/{kind}.tsv"
+    wildcard_constraints:
+        kind="unclip|git|sdxl",
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    threads: 1
-    conda:
-        f"{ENVS}/reconstruct.yaml"
+    params:
+        context_dim=config["clip_models"][DECODER["clip"]]["emb_dim"],
+        seq_len=config["clip_models"][DECODER["clip"]]["seq_dim"],
+        seed=0,
     script:
         "../scripts/random_model.py"
 
 
 # The blurry branch's frozen models as tiny random ones, in upstream's file formats (demo, tests).
 rule random_lowlevel:
+    input:
+        code=code("random_lowlevel.py"),
     output:
         vae=f"{WEIGHTS}/random/lowlevel/vae.pth",
         teacher=f"{WEIGHTS}/random/lowlevel/teacher.pth",
-    params:
-        seed=0,
     log:
         "logs/random_lowlevel.log",
     benchmark:
         "benchmarks/random_lowlevel.tsv"
+    conda:
+        f"{ENVS}/train.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    threads: 1
-    conda:
-        f"{ENVS}/train.yaml"
+    params:
+        seed=0,
     script:
         "../scripts/random_lowlevel.py"

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import torch
 
-from fmri_recon import checkpoint, clip_targets, lowlevel, nsd, reconstruct, runlog
+from fmri_recon import checkpoint, helpers, lowlevel, nsd, reconstruct, runlog
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 inp, p = snakemake.input, snakemake.params
-device, dtype = clip_targets.resolve_device(p.device, p.precision)
+device, dtype = helpers.resolve_device(p.device, p.precision)
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
 voxels = torch.from_numpy(split.test_voxels())
 model, _ = checkpoint.load_model(Path(inp.train).parent / "last.pth")
 vae = lowlevel.load_vae(inp.vae, tiny=p.tiny_vae, device=device, dtype=dtype)
 images = reconstruct.blurry_recons(model, voxels, vae, device=device)
-with nsd.atomic_output(snakemake.output[0]) as tmp:
+with helpers.atomic_output(snakemake.output[0]) as tmp:
     torch.save(images, tmp)
 log.info("%d blurry reconstructions %s", len(images), tuple(images.shape[1:]))

@@ -2,7 +2,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
-from fmri_recon import nsd, runlog
+from fmri_recon import helpers, nsd, runlog
 
 log = runlog.setup(snakemake.log[0])
 p = snakemake.params
@@ -11,4 +11,4 @@ nsd.check_finite_betas(split)
 nsd.check_evals(split)
 summary = split.summary()
 log.info("data of subject %d: %s", p.subject, summary)
-nsd.write_json(snakemake.output[0], summary)
+helpers.write_json(snakemake.output[0], summary)

@@ -6,14 +6,14 @@ import json
 
 import torch
 
-from fmri_recon import clip_targets, decoder_check, nsd, runlog
+from fmri_recon import clip_targets, decoder_check, helpers, nsd, runlog
 from fmri_recon.unclip import UnclipDecoder
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 inp, p = snakemake.input, snakemake.params
 dec, targets, clip = json.loads(p.decoder), json.loads(p.targets), json.loads(p.clip)
-device, dtype = clip_targets.resolve_device(p.device, dec["precision"])
+device, dtype = helpers.resolve_device(p.device, dec["precision"])
 images = nsd.load_eval(p.data_dir, nsd.EVAL_IMAGES)[:dec["check_images"]].float()
 visual = clip_targets.load_vision(clip["arch"], inp.clip_weights, device, torch.float32)
 decoder = UnclipDecoder.from_pretrained(inp.decoder, device=device, dtype=dtype)
@@ -22,7 +22,7 @@ scores = decoder_check.score_spaces(visual, decoder, images.to(device), zero_one
                                                                   batch_size=dec["batch_size"]))
 expected, line = decoder_check.verdict(scores, targets["token_norm"], len(images))
 log.info("%s", line)
-nsd.write_json(snakemake.output[0], {"expects": expected, "configured": targets["token_norm"], "scores": scores,
+helpers.write_json(snakemake.output[0], {"expects": expected, "configured": targets["token_norm"], "scores": scores,
                                      "images": len(images), "report": line})
 if expected is not None and expected != targets["token_norm"]:
     raise SystemExit(f"check_decoder: {line}")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from fmri_recon import converter, nsd, runlog
+from fmri_recon import converter, helpers, nsd, runlog
 from fmri_recon.clip_targets import TargetCache
 
 log = runlog.setup(snakemake.log[0])
@@ -16,9 +16,9 @@ source, target = TargetCache(snakemake.input.source), TargetCache(snakemake.inpu
 ids = np.intersect1d(source.image_ids, target.image_ids)
 test = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test).test_images
 held_out = np.isin(ids, test)        # report on ground-truth test images the converter never saw
-model, report = converter.fit(source.get(ids), target.get(ids), held_out, epochs=settings.get("epochs", 100),
-                              lr=settings.get("lr", 1e-2), batch_size=settings.get("batch_size", 64))
+model, report = converter.fit(source.get(ids), target.get(ids), held_out, epochs=settings["epochs"], lr=settings["lr"],
+                              batch_size=settings["batch_size"])
 report.update(source=snakemake.input.source, target=snakemake.input.target, images=int(len(ids)))
 converter.save(model, snakemake.output.model, report)
-nsd.write_json(snakemake.output.report, report)
+helpers.write_json(snakemake.output.report, report)
 log.info("converter quality: %s", report)

@@ -5,10 +5,10 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, i
 import torch
 import torchvision.models as tvm
 
-from fmri_recon import nsd, runlog
+from fmri_recon import helpers, runlog
 
 log = runlog.setup(snakemake.log[0])
-URLS = {  # the weights MindEye2's evaluation uses (spec §5.3-5.5)
+URLS = {  # the weights MindEye2's evaluation uses (docs/upstream.md §5.3-5.5)
     "alexnet": tvm.AlexNet_Weights.IMAGENET1K_V1.url,
     "inception": tvm.Inception_V3_Weights.DEFAULT.url,
     "efficientnet": tvm.EfficientNet_B1_Weights.DEFAULT.url,
@@ -16,5 +16,5 @@ URLS = {  # the weights MindEye2's evaluation uses (spec §5.3-5.5)
 }
 url = URLS[snakemake.wildcards.net]
 log.info("downloading %s", url)
-with nsd.atomic_output(snakemake.output[0]) as tmp:
+with helpers.atomic_output(snakemake.output[0]) as tmp:
     torch.hub.download_url_to_file(url, str(tmp), progress=True)

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from fmri_recon import evaluate, nsd, pictures, runlog, tables
+from fmri_recon import evaluate, helpers, nsd, pictures, runlog, tables
 from fmri_recon.clip_targets import TargetCache
 from fmri_recon.metrics import brain as brain_metrics
 from fmri_recon.metrics import captions as caption_metrics
@@ -15,20 +15,21 @@ log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 inp, p = snakemake.input, snakemake.params
 ev = json.loads(p.settings)
-device = "cuda" if p.device == "auto" and torch.cuda.is_available() else ("cpu" if p.device == "auto" else p.device)
+device = helpers.resolve_device(p.device)[0]
+upper_bound = p.kind == "upper_bound"
 gt = evaluate.load_pt(inp.gt_images).float()
 recons = evaluate.load_pt(inp.recons).float()
-images = {"upper_bound": recons} if p.upper_bound else {"recon": recons, "enhanced": evaluate.load_pt(inp.enhanced).float()}
-if "blurry" in inp.keys():      # upstream scores the refined images blended with the blurry ones
+images = {"upper_bound": recons} if upper_bound else {"recon": recons, "enhanced": evaluate.load_pt(inp.enhanced).float()}
+if p.blurry:                    # upstream scores the refined images blended with the blurry ones
     images["blurry"] = evaluate.load_pt(inp.blurry).float()
-    images["enhanced"] = evaluate.blend_blurry(images["enhanced"], images["blurry"], ev.get("blend_blurry", 0.75))
+    images["enhanced"] = evaluate.blend_blurry(images["enhanced"], images["blurry"], ev["blend_blurry"])
 
-nets = "random" if ev.get("nets") == "random" else {
-    "alexnet2": inp.nets[0], "alexnet5": inp.nets[0], "inception": inp.nets[1], "efficientnet": inp.nets[2],
-    "swav": inp.nets[3], "clip": inp.clip_weights}
+nets = "random" if ev["nets"] == "random" else {
+    "alexnet2": inp.net_alexnet, "alexnet5": inp.net_alexnet, "inception": inp.net_inception,
+    "efficientnet": inp.net_efficientnet, "swav": inp.net_swav, "clip": inp.clip_weights}
 if nets == "random" and "clip_weights" in inp.keys():
     raise ValueError("evaluate: nets = random but clip_weights is a file; use random for both")
-models = evaluate.feature_models(nets, device, clip_arch=ev.get("clip_arch", "ViT-L-14-quickgelu"))
+models = evaluate.feature_models(nets, device, clip_arch=ev["clip_arch"])
 voxels = evaluate.measured_voxels(p.data_dir, p.subject, p.num_sessions, p.new_test)
 notes = evaluate.missing_brain_inputs(ev, inp.keys())
 if notes:                       # the rule left out absent masks or GNet (download: false)
@@ -41,20 +42,20 @@ else:
 image, brain = evaluate.score_images(images, gt, models, gnet, p.subject, voxels, masks, device, ev["batch_size"])
 
 model_scores, train_stats = {}, None
-if not p.upper_bound:
+if not upper_bound:
     split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
-    clip_text = evaluate.clip_text_model(ev.get("clip_arch", "ViT-L-14-quickgelu"), inp.get("clip_weights"), device)
+    clip_text = evaluate.clip_text_model(ev["clip_arch"], inp.get("clip_weights"), device)
     model_scores = evaluate.score_brain_model(
         evaluate.load_pt(inp.clipvoxels), TargetCache(inp.targets).get(split.test_images),
         evaluate.load_pt(inp.predcaptions), evaluate.load_pt(inp.coco), evaluate.load_pt(inp.git_captions),
         sentence_model=caption_metrics.load_sentence_model(device), clip_text=clip_text,
-        draws=ev.get("retrieval_draws", 30), draw_size=ev.get("retrieval_size", 300))
+        draws=ev["retrieval_draws"], draw_size=ev["retrieval_size"])
     train_stats = json.loads(open(inp.train).read())
 rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), image=image, brain=brain,
                               retrieval=model_scores.get("retrieval"), captions=model_scores.get("captions"),
                               captions_relative=model_scores.get("captions_relative"), train_stats=train_stats,
                               notes=notes)
 tables.write_table(rows, snakemake.output.table)
-captions = None if p.upper_bound else [str(c) for c in evaluate.load_pt(inp.predcaptions)]
+captions = None if upper_bound else [str(c) for c in evaluate.load_pt(inp.predcaptions)]
 pictures.grid_png(gt, recons, images.get("enhanced"), captions, snakemake.output.grid)
 log.info("rows: %s", rows)

@@ -2,18 +2,17 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
-import numpy as np
 import torch
 
-from fmri_recon import clip_targets, nsd, runlog
+from fmri_recon import clip_targets, helpers, nsd, runlog
 from fmri_recon.captions import GitCaptioner
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-device, dtype = clip_targets.resolve_device(p.device)
+device, dtype = helpers.resolve_device(p.device)
 git = GitCaptioner.from_pretrained(snakemake.input.git, device=device, dtype=dtype)
-ids = np.unique(np.concatenate([nsd.open_split(p.data_dir, s, n, p.new_test).all_images() for s, n in p.runs]))
+ids = nsd.images_of_runs(p.data_dir, p.runs, p.new_test)
 n = clip_targets.write_cache(ids, p.data_dir, snakemake.output[0],
                              lambda x: {"tokens": git.image_features(x.to(device))}, {"tokens": git.feature_shape},
                              {"model": "GIT image encoder", "weights": snakemake.input.git},

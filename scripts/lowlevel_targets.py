@@ -4,17 +4,16 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import json
 
-import numpy as np
 import torch
 
-from fmri_recon import clip_targets, lowlevel, nsd, runlog
+from fmri_recon import helpers, lowlevel, nsd, runlog
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p, inp = snakemake.params, snakemake.input
 settings = json.loads(p.settings)
-device, dtype = clip_targets.resolve_device(p.device, settings["precision"])
-ids = np.unique(np.concatenate([nsd.open_split(p.data_dir, s, n, p.new_test).all_images() for s, n in p.runs]))
+device, dtype = helpers.resolve_device(p.device, settings["precision"])
+ids = nsd.images_of_runs(p.data_dir, p.runs, p.new_test)
 info = lowlevel.build_cache(ids, p.data_dir, inp.vae, inp.teacher, snakemake.output[0],
                             tiny_vae=settings["vae"] == "random", tiny_teacher=settings["teacher"] == "random",
                             device=device, dtype=dtype, batch_size=p.batch_size)

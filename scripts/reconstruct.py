@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmri_recon import checkpoint, clip_targets, converter, images, nsd, reconstruct, runlog, train_data
+from fmri_recon import checkpoint, clip_targets, converter, helpers, images, nsd, reconstruct, runlog, train_data
 from fmri_recon.captions import GitCaptioner
 from fmri_recon.unclip import UnclipDecoder
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-inp, p, name = snakemake.input, snakemake.params, snakemake.wildcards.name
+inp, out, p, name = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards.name
 dec, cap = json.loads(p.decoder), json.loads(p.captions)
-device, dtype = clip_targets.resolve_device(p.device, dec.get("precision", "auto"))
+device, dtype = helpers.resolve_device(p.device, dec["precision"])
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
 
-if "train" in inp.keys():                              # an experiment: predictions from the brain
+if p.kind == "experiment":                             # predictions from the brain
     model, _ = checkpoint.load_model(Path(inp.train).parent / "last.pth")
     data = train_data.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets)
     emb = reconstruct.brain_embeddings(model, data.subjects[0].test_voxels, prior_steps=dec["prior_steps"],
@@ -35,9 +35,8 @@ to_decoder = converter.load(inp.to_decoder) if "to_decoder" in inp.keys() else N
 to_git = converter.load(inp.to_git)
 decoder = UnclipDecoder.from_pretrained(inp.decoder, device=device, dtype=dtype)
 git = GitCaptioner.from_pretrained(inp.git, device=device, dtype=dtype)
-settings = {"decoder": dec, "captions": cap, "name": name,      # inputs by path and modification time
-            "inputs": [(str(x), Path(x).stat().st_mtime_ns) for x in inp]}
-progress = Path(p.out_dir) / f".progress-{reconstruct.settings_key(settings)}"
+progress = helpers.progress_dir(Path(out.recons).parent, "reconstruct", {"decoder": dec, "captions": cap,
+                                                                         "name": name}, inp)
 
 
 def work(start, stop):
@@ -47,13 +46,13 @@ def work(start, stop):
         gen = torch.Generator().manual_seed(dec["seed"] + start)
         decoded = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"],
                                  batch_size=dec["batch_size"])
-        captions = git.caption(to_git(tokens).to(device), max_length=cap.get("max_length", 20))
+        captions = git.caption(to_git(tokens).to(device), max_length=cap["max_length"])
     return {"recons": images.to_output_size(decoded), "predcaptions": captions}
 
 
-chunks = reconstruct.chunked(len(split.test_images), dec.get("chunk", 50), progress, work)
+chunks = helpers.chunked(len(split.test_images), dec["chunk"], progress, work)
 arrays = {**emb, "recons": torch.cat([c["recons"] for c in chunks]),
           "predcaptions": np.concatenate([np.array(c["predcaptions"], dtype=str) for c in chunks])}
-reconstruct.save_outputs(reconstruct.output_paths(p.out_dir, name), arrays)
-reconstruct.finish(progress)
+reconstruct.save_outputs({k: out[k] for k in reconstruct.FILES}, arrays)
+helpers.remove_progress(progress)
 log.info("%s: %d reconstructions, e.g. captions %s", name, len(arrays["recons"]), list(arrays["predcaptions"][:3]))

@@ -6,7 +6,7 @@ from fmri_recon import runlog, weights
 
 log = runlog.setup(snakemake.log[0])
 repo = snakemake.params.repo_id
-if snakemake.params.get("configs_only", False):            # beside a single-file checkpoint
+if snakemake.params.configs_only:            # beside a single-file checkpoint
     patterns = weights.SDXL_CONFIG_PATTERNS
 else:
     patterns = {weights.GIT_LARGE_COCO: weights.GIT_PATTERNS, weights.SDXL_BASE: weights.SDXL_BASE_PATTERNS}.get(

@@ -3,6 +3,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -16,14 +17,16 @@ torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 exp = json.loads(p.experiment)
 inp = snakemake.input
-blurry = "lowlevel" in inp.keys()
+blurry = exp["blurry_recon"]
 data = train_data.load(p.data_dir, exp["subjects"], exp["num_sessions"], exp["new_test"], inp.targets,
                        lowlevel_path=inp.lowlevel if blurry else None)
 teacher = lowlevel.load_teacher(inp.teacher, tiny=p.tiny_teacher) if blurry else None
 model_keys = {k: exp[k] for k in MODEL_KEYS if k in exp}
 brain = BrainConfig(num_voxels=[s.num_voxels for s in data.subjects], clip_seq_dim=exp["clip"]["seq_dim"],
                     clip_emb_dim=exp["clip"]["emb_dim"], **model_keys)
-tc = train.TrainConfig.from_dict({**exp, "device": p.device, "wandb": p.wandb})
+train_keys = {f.name for f in fields(train.TrainConfig)}       # the experiment also holds model and data keys
+tc = train.TrainConfig.from_dict({**{k: v for k, v in exp.items() if k in train_keys},
+                                  "device": p.device, "wandb": p.wandb})
 init = Path(inp.init).parent / "last.pth" if "init" in inp.keys() else None
 desc = {"subjects": exp["subjects"], "num_sessions": exp["num_sessions"], "clip": exp["clip"],
         "num_voxels": brain.num_voxels, "init_from": str(init) if init else None}

@@ -14,8 +14,8 @@ DEMO = REPO / "demo.yaml"
 
 
 def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: dict | None = None,
-              check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """Run ``snakemake`` from this checkout in ``workdir`` with config overlays; return the result.
+              check: bool = True, timeout: int = 1800, repo: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``snakemake`` of the checkout ``repo`` (this one) in ``workdir`` with config overlays; return the result.
 
     ``overrides`` is written to a YAML overlay applied last (Snakemake merges nested keys).
     """
@@ -25,7 +25,7 @@ def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: di
         overlay = workdir / "overrides.yaml"
         overlay.write_text(yaml.safe_dump(overrides))
         files.append(str(overlay))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory",
            str(workdir), "--cores", "2", *args, "--configfile", *files]   # --configfile takes the rest
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(workdir / ".hf"), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)

@@ -10,7 +10,7 @@ Usage::
         subprocess.run([...snakemake --profile profiles/slurm...], env=cluster.env())
         jobs = cluster.jobs_history()          # what SLURM ran, with allocated TRES
 
-What it sets up (see /work/shared/spec/cluster.md for why):
+What it sets up:
 - munged with a fresh key, its socket, pid, log and seed inside ``workdir``;
 - slurmctld + slurmd for this host only, state/spool/pid/log paths inside ``workdir``;
 - ``/etc/slurm/slurm.conf`` and ``/etc/slurm/gres.conf`` (the jobstep plugin strips

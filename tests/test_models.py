@@ -1,7 +1,7 @@
 """Tests of fmri_recon.models: upstream checkpoint layout, parameter counts, the mixer quirk,
 strict loading, and a diffusion prior that learns and samples on the DDIM schedule.
 
-Expected layouts and counts are written out from ../shared/spec/mindeyev2.md (§2.4 and
+Expected layouts and counts are written out from docs/upstream.md (§2.4 and
 Appendix A), never derived from the model.  Big configurations are built on the meta device.
 """
 from __future__ import annotations

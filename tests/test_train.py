@@ -141,13 +141,14 @@ def test_model_learns_and_writes_its_outputs(tmp_path):
 
 
 def test_the_real_configs_training_regime_learns(tmp_path):
-    """config.yaml's regime (precision, DeepSpeed or not, activation checkpointing, no accumulation)
-    at a tiny size: the default is one the tests run."""
+    """The real run's regime (precision, DeepSpeed or not, activation checkpointing, no accumulation:
+    the schema's model defaults, as config.yaml leaves them) at a tiny size: the default is one the tests run."""
     import yaml
 
     from conftest import REPO
+    from fmri_recon.configuration import defaults
 
-    model = yaml.safe_load((REPO / "config.yaml").read_text())["model"]
+    model = {**defaults("model"), **(yaml.safe_load((REPO / "config.yaml").read_text()).get("model") or {})}
     keys = ("precision", "deepspeed_offload", "activation_checkpointing", "grad_accum", "clip_exclude_mean")
     assert model["grad_accum"] == 1 and model["activation_checkpointing"] is True     # contrastive over all 24
     tc = tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=1e-2, **{k: model[k] for k in keys if k != "clip_exclude_mean"})

@@ -1,4 +1,4 @@
-"""MindEye2's evaluation metrics (spec ``mindeyev2.md`` section 5).
+"""MindEye2's evaluation metrics (docs/upstream.md §5).
 
 * :mod:`fmri_recon.metrics.image`: low- and high-level image metrics (PixCorr, SSIM,
   two-way identification with AlexNet(2)/(5), InceptionV3 and CLIP ViT-L/14, and the

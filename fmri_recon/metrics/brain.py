@@ -1,4 +1,4 @@
-"""Brain correlation (spec ``mindeyev2.md`` 5.6): do reconstructions evoke the measured activity?
+"""Brain correlation (docs/upstream.md §5.6): do reconstructions evoke the measured activity?
 
 A frozen image-to-fMRI encoding model, GNet8 (St-Yves et al.; MindEye2 uses a multi-subject
 version, ``gnet_multisubject.pt``), predicts each subject's voxel responses to the
@@ -385,7 +385,7 @@ def write_synthetic_masks(path: str | Path, subjects: Sequence[int], num_voxels:
     """
     import h5py
 
-    from ..nsd import atomic_output
+    from ..helpers import atomic_output
 
     counts = [int(num_voxels)] * len(subjects) if np.isscalar(num_voxels) else [int(n) for n in num_voxels]
     if len(counts) != len(subjects):

@@ -1,4 +1,4 @@
-"""Caption metrics of MindEye2's final evaluation (spec ``mindeyev2.md`` 5.7).
+"""Caption metrics of MindEye2's final evaluation (docs/upstream.md §5.7).
 
 Upstream (``final_evaluations.ipynb`` cells 37-50) compares the captions predicted from the
 brain with the COCO captions and with GIT's captions of the ground-truth images:

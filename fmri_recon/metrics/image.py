@@ -1,4 +1,4 @@
-"""Image metrics of MindEye2's final evaluation (spec ``mindeyev2.md`` sections 5.0-5.5).
+"""Image metrics of MindEye2's final evaluation (docs/upstream.md §5.0-5.5).
 
 Every function takes torch tensors of images ``(N, 3, H, W)``, float in ``[0, 1]``
 (ground truth first, reconstruction second), or feature matrices ``(N, ...)``.
@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..images import CLIP_MEAN, CLIP_STD, OUTPUT_SIZE
+
 __all__ = [
     "CLIP_ARCH",
     "CLIP_MEAN",
@@ -51,12 +53,10 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # OpenAI's ViT-L/14 uses QuickGELU; this open_clip config is the same network.
 CLIP_ARCH = "ViT-L-14-quickgelu"
 
-EVAL_SIZE = 256      # 5.0: everything is compared at 256x256
+EVAL_SIZE = OUTPUT_SIZE      # 5.0: everything is compared at 256x256
 LOWLEVEL_SIZE = 425  # 5.1 / 5.2: PixCorr and SSIM are computed at 425x425
 
 # Output keys of image_metrics, in the column order of the paper's tables.

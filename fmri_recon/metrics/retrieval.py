@@ -1,4 +1,4 @@
-"""300-way top-1 retrieval between image and brain embeddings (spec ``mindeyev2.md`` 5.8).
+"""300-way top-1 retrieval between image and brain embeddings (docs/upstream.md §5.8).
 
 Direction names, and how they map onto upstream and the paper
 -------------------------------------------------------------

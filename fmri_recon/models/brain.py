@@ -1,6 +1,6 @@
-r"""Brain model: per-subject ridge -> shared backbone -> diffusion prior (MindEye2, spec §2.2-2.5).
+r"""Brain model: per-subject ridge -> shared backbone -> diffusion prior (MindEye2, docs/upstream.md §2.2-2.5).
 
-Written from ../../shared/spec/mindeyev2.md, not from upstream code.  ``MindEyeModel``'s
+Written from docs/upstream.md, not from upstream code.  ``MindEyeModel``'s
 ``state_dict()`` keys and shapes are exactly upstream's ``model_state_dict`` (Appendix A), so
 released ``last.pth`` checkpoints load with ``strict=True`` when ``backbone="upstream_mixer"``.
 
@@ -13,6 +13,7 @@ Shapes (B batch, V_s voxels of subject s, h hidden_dim, S/E CLIP tokens/width):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -22,6 +23,17 @@ from .prior import BrainDiffusionPrior, PriorConfig
 BACKBONES = ("upstream_mixer", "residual_mlp")
 # Low-level ("blurry") branch: h -> 64 maps of 7x7 -> VAE latent (4,28,28) and 49 aux tokens.
 BLUR_MAPS, BLUR_HW, BLUR_AUX_DIM = 64, 7, 512
+
+
+class BrainOutput(NamedTuple):
+    """What the backbone predicts for a batch (a tuple in upstream's order, fields by name)."""
+    backbone: torch.Tensor                  # (B,S,E) the prior's input
+    clip_voxels: torch.Tensor | None        # (B,S,E) retrieval head; None when clip_scale == 0
+    blur: tuple                             # (blur_latent (B,4,28,28), blur_aux (B,49,512)) or (None, None)
+
+    @property
+    def blur_latent(self):
+        return self.blur[0]
 
 
 @dataclass
@@ -200,7 +212,7 @@ class BrainNetwork(nn.Module):
             maps = self.bnorm(maps)
             aux = self.b_maps_projector(maps).flatten(2).transpose(1, 2)   # (B,49,512)
             blur = (self.bupsampler(maps), aux)
-        return backbone, clip_voxels, blur
+        return BrainOutput(backbone, clip_voxels, blur)
 
 
 class MindEyeModel(nn.Module):
@@ -216,6 +228,11 @@ class MindEyeModel(nn.Module):
         self.ridge = RidgeRegression(cfg.num_voxels, cfg.hidden_dim)
         self.backbone = BrainNetwork(cfg)
         self.diffusion_prior = BrainDiffusionPrior(cfg.prior_config()) if cfg.use_prior else None
+
+    def over_repeats(self, voxels, subj_idx=0) -> list[BrainOutput]:
+        """The output on each repeat of test voxels (n, repeats, V): upstream runs every repeat and
+        averages the outputs, not the voxels (docs/upstream.md §1.4)."""
+        return [self(voxels[:, r][:, None], subj_idx) for r in range(voxels.shape[1])]
 
     def forward(self, voxels, subj_idx=0):
         """voxels (B,1,V_s) with an int subj_idx, or lists of both (multi-subject: each batch

@@ -1,7 +1,7 @@
-"""Diffusion prior: brain tokens -> CLIP image tokens (MindEye2, spec §2.5).
+"""Diffusion prior: brain tokens -> CLIP image tokens (MindEye2, docs/upstream.md §2.5).
 
 A compact reimplementation of the dalle2-pytorch prior as MindEye2 configures it, written
-from the spec (../../shared/spec/mindeyev2.md §2.5 and Appendix A), not from upstream code.
+from the spec (docs/upstream.md §2.5 and Appendix A), not from upstream code.
 Module names and nesting are chosen so that ``state_dict()`` keys and shapes are exactly
 upstream's (``net.to_time_embeds.0.1.net.0.0.weight``, ``net.causal_transformer.layers.
 {l}.0.to_kv.weight``, ...), which is why a few parameter-free placeholders (an Identity,
