@@ -76,7 +76,7 @@ def as_param(obj):
 
 
 def result_settings(block):
-    """The settings of a config block that change a stage's result, as a rule param: not its
+    """The settings of a config block that change a stage's result (as a param of its rules), not its
     resource requests or device (changing those reruns nothing)."""
     return as_param({k: v for k, v in config[block].items() if k not in ("mem_mb", "runtime", "device")})
 
