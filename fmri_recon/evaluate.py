@@ -39,13 +39,15 @@ def feature_models(nets, device="cpu", clip_arch: str = "ViT-L-14-quickgelu", se
     return models
 
 
-def clip_text_model(arch: str, weights: str | None, device="cpu"):
+def clip_text_model(arch: str, weights: str | None, device="cpu", seed: int = 0):
     """(open_clip model, tokenizer) for the CLIP text similarity of captions."""
     from .clip_targets import MODEL_CONFIGS
     import open_clip
 
     open_clip.add_model_config(MODEL_CONFIGS)
-    model = open_clip.create_model(arch, pretrained=None)
+    with torch.random.fork_rng(devices=[]):       # without weights (demo, tests): the same random model every run
+        torch.manual_seed(seed)
+        model = open_clip.create_model(arch, pretrained=None)
     if weights:
         open_clip.load_checkpoint(model, weights, strict=True)
     return model.to(device).eval(), open_clip.get_tokenizer(arch)

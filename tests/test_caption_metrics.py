@@ -131,3 +131,19 @@ def test_relative_arithmetic():
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         C.rouge(["a", "b"], ["a"])
+
+
+def test_the_random_clip_text_model_does_not_depend_on_the_global_rng():
+    # Some imports reseed torch's global RNG at random, so an unseeded random model (the demo's
+    # caption CLIP score) would differ from run to run.
+    import torch
+
+    from fmri_recon.evaluate import clip_text_model
+
+    def params(global_seed):
+        torch.manual_seed(global_seed)
+        model, _ = clip_text_model("tiny-ViT-B-32", None)
+        return torch.cat([p.flatten() for p in model.parameters()])
+
+    assert torch.equal(params(1), params(2))
+    assert not torch.equal(params(1), torch.cat([p.flatten() for p in clip_text_model("tiny-ViT-B-32", None, seed=1)[0].parameters()]))
