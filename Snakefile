@@ -19,6 +19,8 @@ sys.path.insert(0, workflow.basedir)
 from fmri_recon.configuration import problems
 
 SCHEMA = os.path.join(workflow.basedir, "schemas", "config.schema.yaml")
+# An overlay removes an experiment of the config it overlays by setting it to null (demo.yaml does).
+config["experiments"] = {k: v for k, v in (config.get("experiments") or {}).items() if v is not None}
 if problems(config, SCHEMA):
     raise ValueError("invalid configuration:\n  " + "\n  ".join(problems(config, SCHEMA)))
 validate(config, SCHEMA)  # fills in the schema's defaults

@@ -91,11 +91,8 @@ def score_images(images: dict[str, torch.Tensor], gt: torch.Tensor, models: dict
     return image, brain
 
 
-def score_brain_model(clipvoxels, targets, predcaptions, coco, git_captions, *, sentence_model, clip_text,
-                      draws: int, draw_size: int, seed: int = 42) -> dict:
-    """Retrieval (both directions, named) and caption scores: properties of the brain model."""
-    ret = retrieval(torch.as_tensor(targets).float(), torch.as_tensor(clipvoxels).float(), n_draws=draws,
-                    draw_size=draw_size, seed=seed)
+def score_captions(predcaptions, coco, git_captions, *, sentence_model, clip_text) -> dict:
+    """Caption scores of the predicted captions against COCO's, and relative to GIT's own captions."""
     pred = [str(c) for c in predcaptions]
     vs_coco = caption_metrics.caption_metrics(pred, [str(c) for c in coco], sentence_model=sentence_model,
                                               clip_text=clip_text)
@@ -103,8 +100,17 @@ def score_brain_model(clipvoxels, targets, predcaptions, coco, git_captions, *, 
                                              clip_text=clip_text)
     git_vs_coco = caption_metrics.caption_metrics([str(c) for c in git_captions], [str(c) for c in coco],
                                                   sentence_model=sentence_model, clip_text=clip_text)
-    return {"retrieval": ret, "captions": vs_coco, "captions_vs_git": vs_git,
+    return {"captions": vs_coco, "captions_vs_git": vs_git,
             "captions_relative": caption_metrics.relative(vs_git, git_vs_coco)}
+
+
+def score_brain_model(clipvoxels, targets, predcaptions, coco, git_captions, *, sentence_model, clip_text,
+                      draws: int, draw_size: int, seed: int = 42) -> dict:
+    """Retrieval (both directions, named) and caption scores: properties of the brain model."""
+    ret = retrieval(torch.as_tensor(targets).float(), torch.as_tensor(clipvoxels).float(), n_draws=draws,
+                    draw_size=draw_size, seed=seed)
+    return {"retrieval": ret, **score_captions(predcaptions, coco, git_captions, sentence_model=sentence_model,
+                                               clip_text=clip_text)}
 
 
 def load_pt(path: str | Path):

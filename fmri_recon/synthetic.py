@@ -61,9 +61,15 @@ class SyntheticConfig:
                              f"{len(self.subjects)} subjects; expected one per subject")
 
 
+# COCO-style and GIT-style captions of every image, by image id (JSON): what the demo's decoders
+# learn from, for the train images only. Not part of the pscotti/mindeyev2 layout (NSD's
+# captions are COCO's annotations), so only the synthetic dataset has it.
+CAPTIONS_FILE = "synthetic/captions.json"
+
+
 def files(cfg: SyntheticConfig) -> list[str]:
     """Every file ``write_dataset`` creates, relative to the data directory."""
-    out = [nsd.IMAGES_FILE, *nsd.EVAL_FILES, nsd.MASKS_FILE]
+    out = [nsd.IMAGES_FILE, *nsd.EVAL_FILES, nsd.MASKS_FILE, CAPTIONS_FILE]
     for s in cfg.subjects:
         out += [nsd.betas_file(s), nsd.test_tar(s, True), nsd.test_tar(s, False)]
         out += [nsd.train_tar(s, k) for k in range(cfg.num_sessions)]
@@ -111,6 +117,17 @@ def captions(source: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndar
     coco = [("a close up of " if s < 0.5 else "") + SOURCES[k][1] for k, s in zip(source, scale)]
     git = [SOURCES[k][2] for k in source]
     return np.array(coco), np.array(git)
+
+
+def read_captions(data_dir: str | Path, image_ids: np.ndarray, style: str = "coco") -> list[str]:
+    """The ``style`` ("coco" or "git") captions of ``image_ids`` from the dataset's CAPTIONS_FILE."""
+    import json
+
+    path = helpers.need(Path(data_dir) / CAPTIONS_FILE)
+    every = json.loads(path.read_text())[style]
+    if len(image_ids) and int(np.max(image_ids)) >= len(every):
+        raise nsd.DataError(f"{path}: {len(every)} captions, image id {int(np.max(image_ids))} asked for")
+    return [every[int(i)] for i in image_ids]
 
 
 def image_features(images: np.ndarray) -> np.ndarray:
@@ -220,6 +237,8 @@ def write_dataset(cfg: SyntheticConfig, data_dir: str | Path) -> dict:
     _save_pt(data_dir / nsd.EVAL_IMAGES, torch.from_numpy(images[test_ids]))
     _save_pt(data_dir / nsd.EVAL_CAPTIONS, coco)
     _save_pt(data_dir / nsd.EVAL_GIT_CAPTIONS, git)
+    all_coco, all_git = captions(source, scale)
+    helpers.write_json(data_dir / CAPTIONS_FILE, {"coco": all_coco.tolist(), "git": all_git.tolist()})
 
     tps = cfg.trials_per_session
     for subject, n_vox in zip(cfg.subjects, cfg.num_voxels):

@@ -59,7 +59,7 @@ COLUMNS: dict[str, str] = {
     "brain_to_image_ci95": "half-width of the 95% normal interval of brain_to_image over draws",
     "retrieval_draw_size": "candidates per retrieval draw (paper: 300); chance = 1 / draw size",
     **_IMAGE,
-    **{f"caption_{k}": f"captions predicted from the brain vs COCO captions: {v}" for k, v in _CAPTION.items()},
+    **{f"caption_{k}": f"captions predicted from the brain (upper_bound: from the ground-truth tokens) vs COCO captions: {v}" for k, v in _CAPTION.items()},
     **{f"caption_{k}_relative": f"{k} of brain vs GIT captions / {k} of GIT vs COCO captions (upstream 'relative')"
        for k in _CAPTION},
     **{f"brain_corr_{r}": f"brain correlation in {r}: GNet8-predicted responses to the images vs measured "
@@ -102,14 +102,15 @@ def experiment_rows(experiment: str, *, n_test_images: int, image: Mapping[str, 
         raise ValueError(f"experiment_rows: unknown stage(s) {sorted(unknown)}; expected some of {list(STAGES)}")
 
     model: dict[str, Any] = {}
+    text: dict[str, Any] = {}      # captions: of the brain's tokens, or of the ground truth's (upper bound)
     if retrieval:
         for key in ("image_to_brain", "image_to_brain_ci95", "brain_to_image", "brain_to_image_ci95"):
             model[key] = retrieval.get(key)
         model["retrieval_draw_size"] = retrieval.get("draw_size")
     for key, value in (captions or {}).items():
-        model[f"caption_{key}"] = value
+        text[f"caption_{key}"] = value
     for key, value in (captions_relative or {}).items():
-        model[f"caption_{key}_relative"] = value
+        text[f"caption_{key}_relative"] = value
     if train_stats:
         model["train_wall_time_s"] = train_stats.get("wall_time_s")
         model["train_peak_memory_mb"] = train_stats.get("peak_memory_mb")
@@ -120,6 +121,7 @@ def experiment_rows(experiment: str, *, n_test_images: int, image: Mapping[str, 
         row: dict[str, Any] = {"experiment": experiment, "stage": stage, "n_test_images": int(n_test_images)}
         if stage != "upper_bound":
             row.update(model)
+        row.update(text)
         row.update({k: v for k, v in (image.get(stage) or {}).items() if k in _IMAGE})
         row.update({f"brain_corr_{r}": v for r, v in (brain.get(stage) or {}).items()})
         row["notes"] = notes

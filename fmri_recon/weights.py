@@ -140,18 +140,18 @@ def _write_decoder_json(folder: Path, context_dim: int, seq_len: int, image_size
 
 # ------------------------------------------------------------------ unCLIP decoder
 def build_tiny_unclip(out_dir: str | Path, context_dim: int, seq_len: int, seed: int = 0,
-                      image_size: int = TINY_IMAGE_SIZE) -> Path:
+                      image_size: int = TINY_IMAGE_SIZE, vae_params: dict = TINY_SDXL_VAE) -> Path:
     """A tiny random SDXL-unCLIP-like decoder folder (layout in the module docstring).
 
     Conditioned on (B, seq_len, context_dim) tokens; decodes (B, 3, image_size, image_size).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    latent = image_size // 8
+    latent = image_size // 2 ** (len(vae_params["ch_mult"]) - 1)
     with helpers.atomic_dir(out_dir) as tmp, _seeded(seed):
         UNet2DConditionModel(**unet_config({**TINY_UNET, "context_dim": context_dim}, latent)
                              ).save_pretrained(tmp / "unet")
-        AutoencoderKL(**vae_config(TINY_SDXL_VAE, image_size)).save_pretrained(tmp / "vae")
+        AutoencoderKL(**vae_config(vae_params, image_size)).save_pretrained(tmp / "vae")
         upstream_scheduler().save_pretrained(tmp / "scheduler")
         _write_decoder_json(tmp, context_dim, seq_len, image_size)
     return Path(out_dir)
@@ -342,8 +342,12 @@ shelf tray
 
 
 def write_tiny_bert_vocab(path: str | Path) -> list[str]:
-    """vocab.txt for GIT's BERT tokenizer: BERT's special tokens, then ``CAPTION_WORDS``."""
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(CAPTION_WORDS.split())]
+    """vocab.txt for GIT's BERT tokenizer: BERT's special tokens, ``CAPTION_WORDS``, then the words
+    of the synthetic dataset's captions (which the demo's trained GIT learns to say)."""
+    from .synthetic import SOURCES
+
+    words = [*CAPTION_WORDS.split(), *" ".join(f"a close up of {coco} {git}" for _, coco, git in SOURCES).split()]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(words)]
     Path(path).write_text("\n".join(tokens) + "\n")
     return tokens
 

@@ -172,6 +172,8 @@ def weights_dir(spec, kind):
     """Folder of a diffusers/transformers model: random, hub snapshot, or converted checkpoint."""
     if spec == "random":
         return f"{WEIGHTS}/random/{kind}"
+    if spec == "train":  # a tiny one trained on this run's train images (rule train_decoder)
+        return f"{WEIGHTS}/trained/{kind}"
     if spec.startswith("hf://"):
         return f"{WEIGHTS}/snapshots/{spec[len('hf://'):]}"
     if spec.startswith("data:"):
@@ -238,6 +240,22 @@ def refine_inputs(w):
     return inputs
 
 
+def decoder_training_inputs(w):
+    """A tiny decoder's training data: the train images, their tokens (unCLIP) or captions (GIT,
+    SD-XL, which also takes the trained unCLIP VAE); the split says what is test."""
+    inputs = {
+        "images": data_input(nsd.IMAGES_FILE)(w),
+        "summaries": [subject_summary(s) for s in subject_sessions()],
+    }
+    if w.kind == "unclip":
+        inputs["targets"] = targets_path(DECODER["clip"])
+    else:
+        inputs["captions"] = data_path(synthetic.CAPTIONS_FILE)
+    if w.kind == "sdxl":
+        inputs["unclip"] = f"{WEIGHTS}/trained/unclip"
+    return inputs
+
+
 def train_inputs(w):
     exp = experiment(w.experiment)
     inputs = {
@@ -275,6 +293,7 @@ def evaluate_inputs(w):
         "git_captions": data_input(nsd.EVAL_GIT_CAPTIONS)(w),
         "targets": targets_path(recon_clip(name)),
         "summary": subject_summary(),
+        "predcaptions": evals_file(name, "predcaptions"),
     }
     masks = optional_data(ev["masks"])
     if masks:
@@ -283,7 +302,6 @@ def evaluate_inputs(w):
         inputs.update(
             enhanced=evals_file(name, "enhancedrecons"),
             clipvoxels=evals_file(name, "clipvoxels"),
-            predcaptions=evals_file(name, "predcaptions"),
             train=train_stats(name),
         )
     if has_blurry(name):
@@ -324,9 +342,16 @@ def _check_config():
         raise WorkflowError(f"config: decoder.clip = {DECODER['clip']!r} is not a key of clip_models")
     if config["dataset"] == "synthetic" and DECODER["weights"].startswith("data:"):
         raise WorkflowError(
-            "config: dataset = synthetic needs decoder.weights = random (the synthetic "
+            "config: dataset = synthetic needs decoder.weights = random or train (the synthetic "
             "dataset has no unCLIP checkpoint)"
         )
+    for key, spec in (("captions.weights", config["captions"]["weights"]), ("refine.base", REFINE["base"])):
+        if spec == "train" and config["dataset"] != "synthetic":
+            raise WorkflowError(
+                f"config: {key} = train needs dataset = synthetic (only it has captions of the train images)"
+            )
+    if REFINE["base"] == "train" and DECODER["weights"] != "train":
+        raise WorkflowError("config: refine.base = train needs decoder.weights = train (it takes the trained VAE)")
     if config["dataset"] == "synthetic":
         syn = config["synthetic"]
         for s, n in subject_sessions().items():

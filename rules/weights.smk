@@ -186,3 +186,38 @@ rule random_lowlevel:
         seed=0,
     script:
         "../scripts/random_lowlevel.py"
+
+
+# A tiny decoder trained on the run's train images (`weights: train`, the demo) from the random
+# start random_model would write (built in the job: one job less): the unCLIP decoder on their
+# CLIP tokens, GIT and SD-XL on their captions.
+rule train_decoder:
+    input:
+        unpack(decoder_training_inputs),
+        code=code("train_decoder.py"),
+    output:
+        directory(f"{WEIGHTS}/trained/{{kind}}"),
+    log:
+        "logs/train_decoder/{kind}.log",
+    benchmark:
+        "benchmarks/train_decoder/{kind}.tsv"
+    wildcard_constraints:
+        kind="unclip|git|sdxl",
+    conda:
+        f"{ENVS}/reconstruct.yaml"
+    threads: 2
+    resources:
+        mem_mb=config["decoder_training"]["mem_mb"],
+        runtime=config["decoder_training"]["runtime"],
+    params:
+        settings=result_settings("decoder_training"),
+        context_dim=config["clip_models"][DECODER["clip"]]["emb_dim"],
+        seq_len=config["clip_models"][DECODER["clip"]]["seq_dim"],
+        refine_size=REFINE["size"],
+        runs=sorted(subject_sessions().items()),
+        data_dir=DATA,
+        subject=SUBJECT,
+        num_sessions=config["num_sessions"],
+        new_test=config["new_test"],
+    script:
+        "../scripts/train_decoder.py"

@@ -41,14 +41,16 @@ else:
     masks = brain_metrics.read_masks(inp.masks, p.subject)
 image, brain = evaluate.score_images(images, gt, models, gnet, p.subject, voxels, masks, device, ev["batch_size"])
 
-model_scores, train_stats = {}, None
-if not upper_bound:
-    split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
-    clip_text = evaluate.clip_text_model(ev["clip_arch"], inp.get("clip_weights"), device)
+train_stats = None
+split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
+clip_text = evaluate.clip_text_model(ev["clip_arch"], inp.get("clip_weights"), device)
+captioning = dict(sentence_model=caption_metrics.load_sentence_model(device), clip_text=clip_text)
+texts = [evaluate.load_pt(inp[k]) for k in ("predcaptions", "coco", "git_captions")]
+if upper_bound:                 # captions from the ground-truth tokens: the captioning path's own bound
+    model_scores = evaluate.score_captions(*texts, **captioning)
+else:
     model_scores = evaluate.score_brain_model(
-        evaluate.load_pt(inp.clipvoxels), TargetCache(inp.targets).get(split.test_images),
-        evaluate.load_pt(inp.predcaptions), evaluate.load_pt(inp.coco), evaluate.load_pt(inp.git_captions),
-        sentence_model=caption_metrics.load_sentence_model(device), clip_text=clip_text,
+        evaluate.load_pt(inp.clipvoxels), TargetCache(inp.targets).get(split.test_images), *texts, **captioning,
         draws=ev["retrieval_draws"], draw_size=ev["retrieval_size"])
     train_stats = json.loads(open(inp.train).read())
 rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), image=image, brain=brain,
@@ -56,6 +58,5 @@ rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), i
                               captions_relative=model_scores.get("captions_relative"), train_stats=train_stats,
                               notes=notes)
 tables.write_table(rows, snakemake.output.table)
-captions = None if upper_bound else [str(c) for c in evaluate.load_pt(inp.predcaptions)]
-pictures.grid_png(gt, recons, images.get("enhanced"), captions, snakemake.output.grid)
+pictures.grid_png(gt, recons, images.get("enhanced"), [str(c) for c in texts[0]], snakemake.output.grid)
 log.info("rows: %s", rows)

@@ -1,0 +1,262 @@
+"""Tiny decoders trained on a dataset's train images, so the demo reconstructs (``weights: train``).
+
+A randomly initialised decoder makes every image metric score chance and cannot tell a decode
+path that uses its conditioning from one that ignores it. These trainings start from the tiny
+random models of ``fmri_recon.weights`` (same classes, same folder formats as the real ones) and
+teach them, on the train images only, what the real models learnt on LAION and COCO:
+
+- unCLIP (``train_unclip``): the VAE as an autoencoder (MSE + a small KL term), its latent scale
+  measured as LDM does (1 / std of the train latents), then the UNet as an eps-predicting
+  denoiser over upstream's 1000-step schedule, cross-attending to the images' CLIP tokens in the
+  configured token space; a fraction of the tokens is replaced by ``randn_like`` noise, which is
+  what upstream's sampler feeds its unconditional branch (QUIRK, fmri_recon.unclip).
+- GIT (``train_git``): the whole captioner on (image, COCO-style caption) pairs with its own
+  causal LM loss; the random model's ban on [SEP] is lifted so it learns where captions end.
+- SD-XL img2img (``train_sdxl``): the trained unCLIP VAE (SD-XL-unCLIP shares SD-XL's VAE too),
+  and the UNet as a text-conditioned denoiser (frozen random text encoders, captions dropped to
+  upstream's negative prompt at ``drop_rate`` for guidance), on the timesteps refinement uses
+  (below upstream's img2img start, t < 500) since nothing else ever runs.
+
+Each folder gets ``training.json``: the image ids trained on (tests check no test image is
+among them), the settings and the loss curve's first and last values.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import helpers
+from .weights import TINY_SDXL_VAE
+
+log = logging.getLogger(__name__)
+
+TRAINING_JSON = "training.json"
+# The trained unCLIP decoder works at 32 px with latents of 8x8x4 (two downsamples): a CPU
+# trains its VAE in seconds at that size, and 12x compression keeps the images' layout.
+TRAINED_IMAGE_SIZE = 32
+TRAINED_VAE = {**TINY_SDXL_VAE, "ch_mult": (1, 1, 1)}
+REFINE_MAX_T = 500            # refinement starts at t = 479 (refine.UPSTREAM_STRENGTH of 25 steps)
+
+
+def train_ids(all_ids: np.ndarray, test_ids: np.ndarray) -> np.ndarray:
+    """The images a decoder may learn from: every image of the run that is not a test image."""
+    ids = np.setdiff1d(np.asarray(all_ids), np.asarray(test_ids))
+    if len(ids) == 0:
+        raise ValueError("decoder training: no train images (every image of the run is a test image)")
+    return ids
+
+
+def _batches(n: int, batch_size: int, steps: int, rng: np.random.Generator):
+    """``steps`` index batches, epoch by epoch through a fresh permutation of ``n`` items."""
+    order = []
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = [*order, *rng.permutation(n)]
+        yield np.array(order[:batch_size])
+        order = order[batch_size:]
+
+
+def _fit(params, steps: int, lr: float, loss_of_step) -> list[float]:
+    """AdamW with a cosine decay over ``steps``; returns the loss of every step."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    losses = []
+    for step in range(steps):
+        loss = loss_of_step(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _summary(losses: list[float]) -> dict:
+    k = max(len(losses) // 10, 1)
+    return {"steps": len(losses), "first_loss": float(np.mean(losses[:k])), "last_loss": float(np.mean(losses[-k:]))}
+
+
+def _to_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    from .images import resize
+
+    return images if images.shape[-1] == size else resize(images, [size, size]).clamp(0, 1)
+
+
+# ------------------------------------------------------------------ VAE
+def train_vae(vae, images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
+              kl_weight: float = 1e-6) -> dict:
+    """Fit ``vae`` (diffusers AutoencoderKL) to reconstruct ``images`` (N,3,S,S) in [0,1]; set its
+    ``scaling_factor`` to 1 / std of the train latents. Returns the loss summary and the scale."""
+    rng = np.random.default_rng(seed)
+    batches = list(_batches(len(images), batch_size, steps, rng))
+    vae.train().requires_grad_(True)
+
+    def step(i):
+        x = 2 * images[batches[i]] - 1
+        post = vae.encode(x).latent_dist
+        # the posterior's mode, not a sample: at initialisation its noise (std 1) drowns the latents,
+        # and with so small a KL weight it is an autoencoder anyway (the decoders use the mode too)
+        rec = vae.decode(post.mode()).sample
+        return torch.nn.functional.mse_loss(rec, x) + kl_weight * post.kl().mean()
+
+    losses = _fit(vae.parameters(), steps, lr, step)
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(2 * images[i:i + 64] - 1).latent_dist.mode() for i in range(0, len(images), 64)])
+    scale = float(1 / latents.std())
+    vae.register_to_config(scaling_factor=scale)
+    return {**_summary(losses), "scaling_factor": scale}
+
+
+def _latents(vae, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([vae.encode(2 * images[i:i + 64] - 1).latent_dist.mode()
+                          for i in range(0, len(images), 64)]) * vae.config.scaling_factor
+
+
+def _noised(scheduler, z0: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
+    """(x_t, eps) of upstream's eps-prediction schedule (the VP form the Euler sampler scales back to)."""
+    eps = torch.randn(z0.shape, generator=gen)
+    acp = scheduler.alphas_cumprod[t].float()[:, None, None, None]
+    return acp.sqrt() * z0 + (1 - acp).sqrt() * eps, eps
+
+
+# ------------------------------------------------------------------ unCLIP decoder
+def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, ids: np.ndarray, *,
+                 vae_steps: int, unet_steps: int, batch_size: int, lr: float, drop_rate: float, seed: int) -> dict:
+    """The tiny unCLIP decoder folder ``init_dir`` trained on ``images`` (N,3,S,S) and their CLIP
+    ``tokens`` (N, seq_len, context_dim), written to ``out_dir`` in the same layout."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from .unclip import TIME_IDS, UNCLIP_DECODER_JSON
+
+    init_dir = Path(init_dir)
+    meta = _read_json(init_dir / UNCLIP_DECODER_JSON)
+    if tuple(tokens.shape[1:]) != (meta["seq_len"], meta["context_dim"]):
+        raise ValueError(f"{init_dir}: decoder conditioned on ({meta['seq_len']}, {meta['context_dim']}) tokens, "
+                         f"the targets are {tuple(tokens.shape[1:])}")
+    images = _to_size(images, meta["image_size"])
+    torch.manual_seed(seed)
+    vae = AutoencoderKL.from_pretrained(init_dir / "vae", local_files_only=True)
+    vae_report = train_vae(vae, images, steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed)
+    # The decoder's output is OUTPUT_TRANSFORM of the VAE's (x*0.8+0.2, upstream's QUIRK), so its
+    # UNet learns the latents of the images in that space: decoded and transformed, they are the images.
+    z0 = _latents(vae, (images - 0.2) / 0.8 * 0.5 + 0.5)
+
+    unet = UNet2DConditionModel.from_pretrained(init_dir / "unet", local_files_only=True).train()
+    scheduler = DDPMScheduler.from_pretrained(init_dir / "scheduler", local_files_only=True)
+    gen = torch.Generator().manual_seed(seed)
+    batches = list(_batches(len(images), batch_size, unet_steps, np.random.default_rng(seed + 1)))
+    time_ids = torch.tensor([TIME_IDS], dtype=torch.float32).repeat(batch_size, 1)
+    added = {"text_embeds": torch.zeros(batch_size, 0), "time_ids": time_ids}
+
+    def step(i):
+        idx = batches[i]
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
+        x_t, eps = _noised(scheduler, z0[idx], t, gen)
+        cond = tokens[idx].float()
+        drop = torch.rand(len(idx), generator=gen) < drop_rate
+        cond = torch.where(drop[:, None, None], torch.randn(cond.shape, generator=gen), cond)
+        pred = unet(x_t, t, encoder_hidden_states=cond, added_cond_kwargs=added).sample
+        return torch.nn.functional.mse_loss(pred, eps)
+
+    unet_report = _summary(_fit(unet.parameters(), unet_steps, lr, step))
+    with helpers.atomic_dir(out_dir) as tmp:
+        unet.eval().save_pretrained(tmp / "unet")
+        vae.save_pretrained(tmp / "vae")
+        shutil.copytree(init_dir / "scheduler", tmp / "scheduler")
+        helpers.write_json(tmp / UNCLIP_DECODER_JSON, {**meta, "vae_scale_factor": vae.config.scaling_factor})
+        report = _report(ids, vae=vae_report, unet=unet_report, batch_size=batch_size, lr=lr, drop_rate=drop_rate,
+                         seed=seed)
+        helpers.write_json(tmp / TRAINING_JSON, report)
+    return report
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(helpers.need(path).read_text())
+
+
+def _report(ids: np.ndarray, **items) -> dict:
+    return {"train_image_ids": [int(i) for i in ids], "images": int(len(ids)), **items}
+
+
+# ------------------------------------------------------------------ GIT captioner
+def train_git(init_dir, out_dir, images: torch.Tensor, captions: list[str], ids: np.ndarray, *,
+              steps: int, batch_size: int, lr: float, seed: int) -> dict:
+    """The tiny GIT folder ``init_dir`` trained to caption ``images`` (N,3,S,S) in [0,1] with
+    ``captions`` (GIT's causal LM loss on the caption tokens, padding ignored)."""
+    from transformers import AutoProcessor, GitForCausalLM
+
+    torch.manual_seed(seed)
+    model = GitForCausalLM.from_pretrained(init_dir, local_files_only=True).train()
+    processor = AutoProcessor.from_pretrained(init_dir, local_files_only=True)
+    sep = processor.tokenizer.sep_token_id
+    with torch.no_grad():
+        model.output.bias[sep] = 0.0             # the random model may never stop; a trained one must
+    pixels = processor.image_processor(images=list(images.float()), do_rescale=False, return_tensors="pt")["pixel_values"]
+    text = processor.tokenizer(list(captions), padding=True, return_tensors="pt")
+    unknown = int((text.input_ids == processor.tokenizer.unk_token_id).sum())
+    if unknown:
+        raise ValueError(f"{init_dir}: {unknown} caption words are not in GIT's vocabulary")
+    labels = text.input_ids.masked_fill(text.attention_mask == 0, -100)
+    batches = list(_batches(len(images), batch_size, steps, np.random.default_rng(seed)))
+
+    def step(i):
+        idx = torch.from_numpy(batches[i])
+        return model(input_ids=text.input_ids[idx], attention_mask=text.attention_mask[idx], pixel_values=pixels[idx],
+                     labels=labels[idx]).loss
+
+    losses = _fit(model.parameters(), steps, lr, step)
+    with helpers.atomic_dir(out_dir) as tmp:
+        model.eval().save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        report = _report(ids, git=_summary(losses), batch_size=batch_size, lr=lr, seed=seed)
+        helpers.write_json(tmp / TRAINING_JSON, report)
+    return report
+
+
+# ------------------------------------------------------------------ SD-XL img2img
+def train_sdxl(init_dir, vae_dir, out_dir, images: torch.Tensor, captions: list[str], ids: np.ndarray, *,
+               size: int, steps: int, batch_size: int, lr: float, drop_rate: float, seed: int) -> dict:
+    """The tiny SD-XL img2img folder ``init_dir`` with the VAE of ``vae_dir`` (a trained unCLIP
+    decoder's ``vae/``) and its UNet trained to denoise the ``size`` px ``images`` given ``captions``."""
+    from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline
+
+    from .refine import UPSTREAM_NEGATIVE
+
+    torch.manual_seed(seed)
+    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(init_dir, local_files_only=True)
+    pipe.vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True)
+    z0 = _latents(pipe.vae, _to_size(images, size))
+    with torch.no_grad():
+        prompts = [*captions, UPSTREAM_NEGATIVE]
+        embeds, _, pooled, _ = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=False)
+    # SD-XL base's vector: pooled text + original size, crop, target size (refine.refine's values)
+    time_ids = torch.tensor([[768, 768, 0, 0, 1024, 1024]], dtype=torch.float32)
+    unet, scheduler = pipe.unet.train(), pipe.scheduler
+    gen = torch.Generator().manual_seed(seed)
+    batches = list(_batches(len(images), batch_size, steps, np.random.default_rng(seed + 1)))
+
+    def step(i):
+        idx = torch.from_numpy(batches[i])
+        t = torch.randint(0, REFINE_MAX_T, (len(idx),), generator=gen)
+        x_t, eps = _noised(scheduler, z0[idx], t, gen)
+        text = torch.where(torch.rand(len(idx), generator=gen) < drop_rate, len(captions), idx)
+        added = {"text_embeds": pooled[text], "time_ids": time_ids.repeat(len(idx), 1)}
+        pred = unet(x_t, t, encoder_hidden_states=embeds[text], added_cond_kwargs=added).sample
+        return torch.nn.functional.mse_loss(pred, eps)
+
+    losses = _fit(unet.parameters(), steps, lr, step)
+    with helpers.atomic_dir(out_dir) as tmp:
+        pipe.unet.eval()
+        pipe.save_pretrained(tmp)
+        report = _report(ids, unet=_summary(losses), size=size, max_timestep=REFINE_MAX_T, batch_size=batch_size,
+                         lr=lr, drop_rate=drop_rate, seed=seed)
+        helpers.write_json(tmp / TRAINING_JSON, report)
+    return report

@@ -1,0 +1,100 @@
+"""The demo's decoder trainings: what they may learn from, and how they draw their batches.
+
+Whether the trained decoders reconstruct is tested on the shared demo run (test_demo_science).
+"""
+import numpy as np
+import pytest
+
+from fmri_recon import decoder_training, nsd, synthetic
+
+
+def test_train_ids_leave_out_every_test_image():
+    got = decoder_training.train_ids(np.array([7, 3, 5, 1, 9]), np.array([5, 9, 11]))
+    assert got.tolist() == [1, 3, 7]
+    with pytest.raises(ValueError, match="no train images"):
+        decoder_training.train_ids(np.array([5, 9]), np.array([5, 9]))
+
+
+def test_batches_visit_every_image_once_per_epoch():
+    batches = list(decoder_training._batches(10, 4, 5, np.random.default_rng(0)))    # 20 draws = 2 epochs
+    assert [len(b) for b in batches] == [4] * 5
+    drawn = np.concatenate(batches)
+    assert sorted(drawn[:10]) == list(range(10)) and sorted(drawn[10:]) == list(range(10))
+
+
+def test_captions_of_the_synthetic_images_by_id(tmp_path):
+    cfg = synthetic.SyntheticConfig(num_images=20, num_test_images=4, trials_per_session=20, image_size=32)
+    synthetic.write_dataset(cfg, tmp_path)
+    caps = synthetic.read_captions(tmp_path, np.array([3, 0]))
+    rng = np.random.default_rng(cfg.seed)
+    _, source, scale = synthetic.make_images(cfg.num_images, cfg.image_size, rng)
+    assert caps == synthetic.captions(source[[3, 0]], scale[[3, 0]])[0].tolist()
+    test = nsd.load_eval(tmp_path, nsd.EVAL_CAPTIONS)
+    ids = nsd.open_split(tmp_path, 1, 1).test_images
+    assert synthetic.read_captions(tmp_path, ids) == [str(c) for c in test]
+    with pytest.raises(nsd.DataError, match="20 captions, image id 25"):
+        synthetic.read_captions(tmp_path, np.array([25]))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    from fmri_recon.images import resize
+
+    images = resize(torch.rand(8, 3, 4, 4, generator=gen), [32, 32])     # smooth images: learnt in a few steps
+    return images, torch.randn(8, 4, 16, generator=gen), np.arange(8)
+
+
+def test_trained_unclip_learns_and_loads_as_a_decoder(tiny_data, tmp_path):
+    import torch
+
+    from fmri_recon import weights
+    from fmri_recon.unclip import UnclipDecoder
+
+    images, tokens, ids = tiny_data
+    init = weights.build_tiny_unclip(tmp_path / "random", context_dim=16, seq_len=4,
+                                     vae_params=decoder_training.TRAINED_VAE, image_size=32)
+    report = decoder_training.train_unclip(init, tmp_path / "trained", images, tokens, ids, vae_steps=40,
+                                           unet_steps=40, batch_size=4, lr=2e-3, drop_rate=0.1, seed=0)
+    assert report["train_image_ids"] == list(range(8))
+    assert report["vae"]["last_loss"] < 0.7 * report["vae"]["first_loss"], report["vae"]
+    assert report["unet"]["last_loss"] < report["unet"]["first_loss"], report["unet"]
+    decoder = UnclipDecoder.from_pretrained(tmp_path / "trained")
+    assert decoder.meta["vae_scale_factor"] == pytest.approx(report["vae"]["scaling_factor"])
+    out = decoder.decode(tokens[:2], torch.Generator().manual_seed(0), num_steps=3, guidance=5.0, batch_size=2)
+    assert out.shape == (2, 3, 32, 32)
+
+
+def test_trained_git_learns_its_captions(tiny_data, tmp_path):
+    from fmri_recon import weights
+    from fmri_recon.captions import GitCaptioner
+
+    images, _, ids = tiny_data
+    captions = [synthetic.SOURCES[i % 2][1] for i in range(8)]
+    init = weights.build_tiny_git(tmp_path / "random")
+    report = decoder_training.train_git(init, tmp_path / "trained", images, captions, ids, steps=60, batch_size=8,
+                                        lr=3e-3, seed=0)
+    assert report["git"]["last_loss"] < 0.5 * report["git"]["first_loss"], report["git"]
+    git = GitCaptioner.from_pretrained(tmp_path / "trained")
+    got = git.caption(git.image_features(images[:2]), max_length=20)
+    assert set(got) <= set(captions), got                      # it says the captions it learnt, and stops
+    with pytest.raises(ValueError, match="not in GIT's vocabulary"):
+        decoder_training.train_git(init, tmp_path / "bad", images, ["a zyzzyva"] * 8, ids, steps=1, batch_size=8,
+                                   lr=1e-3, seed=0)
+
+
+def test_trained_sdxl_learns_and_refines(tiny_data, tmp_path):
+    from fmri_recon import refine, weights
+
+    images, _, ids = tiny_data
+    captions = [synthetic.SOURCES[i % 2][1] for i in range(8)]
+    init = weights.build_tiny_sdxl_img2img(tmp_path / "random")
+    report = decoder_training.train_sdxl(init, init / "vae", tmp_path / "trained", images, captions, ids, size=64,
+                                         steps=30, batch_size=8, lr=2e-3, drop_rate=0.1, seed=0)
+    assert report["max_timestep"] == decoder_training.REFINE_MAX_T < 1000
+    assert report["unet"]["last_loss"] < report["unet"]["first_loss"], report["unet"]
+    pipe = refine.load_pipeline(tmp_path / "trained")
+    out = refine.refine(pipe, images[:2], captions[:2], steps=25, guidance=5.0, size=64, seed=0, batch_size=2)
+    assert out.shape == (2, 3, 256, 256)
