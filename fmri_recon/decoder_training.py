@@ -105,17 +105,20 @@ def train_vae(vae, images: torch.Tensor, *, steps: int, batch_size: int, lr: flo
 
     losses = _fit(vae.parameters(), steps, lr, step)
     vae.eval().requires_grad_(False)
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(2 * images[i:i + 64] - 1).latent_dist.mode() for i in range(0, len(images), 64)])
-    scale = float(1 / latents.std())
+    scale = float(1 / _modes(vae, images).std())
     vae.register_to_config(scaling_factor=scale)
     return {**_summary(losses), "scaling_factor": scale}
 
 
-def _latents(vae, images: torch.Tensor) -> torch.Tensor:
+def _modes(vae, images: torch.Tensor) -> torch.Tensor:
+    """The posterior modes of ``images`` in [0, 1] (unscaled), 64 at a time."""
     with torch.no_grad():
-        return torch.cat([vae.encode(2 * images[i:i + 64] - 1).latent_dist.mode()
-                          for i in range(0, len(images), 64)]) * vae.config.scaling_factor
+        return torch.cat([vae.encode(2 * images[i:i + 64] - 1).latent_dist.mode() for i in range(0, len(images), 64)])
+
+
+def _latents(vae, images: torch.Tensor) -> torch.Tensor:
+    """What a diffusion model of ``vae`` denoises: the scaled modes."""
+    return _modes(vae, images) * vae.config.scaling_factor
 
 
 def _noised(scheduler, z0: torch.Tensor, t: torch.Tensor, gen: torch.Generator):

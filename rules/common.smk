@@ -252,7 +252,7 @@ def decoder_training_inputs(w):
     else:
         inputs["captions"] = data_path(synthetic.CAPTIONS_FILE)
     if w.kind == "sdxl":
-        inputs["unclip"] = f"{WEIGHTS}/trained/unclip"
+        inputs["unclip"] = weights_dir("train", "unclip")
     return inputs
 
 

@@ -213,7 +213,8 @@ rule train_decoder:
         settings=result_settings("decoder_training"),
         context_dim=config["clip_models"][DECODER["clip"]]["emb_dim"],
         seq_len=config["clip_models"][DECODER["clip"]]["seq_dim"],
-        refine_size=REFINE["size"],
+        # only SD-XL trains at refine.size: changing it reruns that training alone
+        refine_size=lambda w: REFINE["size"] if w.kind == "sdxl" else None,
         runs=sorted(subject_sessions().items()),
         data_dir=DATA,
         subject=SUBJECT,
