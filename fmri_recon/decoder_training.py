@@ -8,8 +8,11 @@ teach them, on the train images only, what the real models learnt on LAION and C
 - unCLIP (``train_unclip``): the VAE as an autoencoder (MSE + a small KL term), its latent scale
   measured as LDM does (1 / std of the train latents), then the UNet as an eps-predicting
   denoiser over upstream's 1000-step schedule, cross-attending to the images' CLIP tokens in the
-  configured token space; a fraction of the tokens is replaced by ``randn_like`` noise, which is
-  what upstream's sampler feeds its unconditional branch (QUIRK, fmri_recon.unclip).
+  configured token space, standardised per token and feature with the train images' statistics
+  (``unclip.TOKEN_STATS``, which the decoder applies too); a fraction of the tokens is replaced by
+  ``randn_like`` noise, which is what upstream's sampler feeds its unconditional branch (QUIRK,
+  fmri_recon.unclip). Timesteps are drawn with density growing linearly in t: an image's content
+  is decided at high noise, the low-noise steps only sharpen it.
 - GIT (``train_git``): the whole captioner on (image, COCO-style caption) pairs with its own
   causal LM loss; the random model's ban on [SEP] is lifted so it learns where captions end.
 - SD-XL img2img (``train_sdxl``): the trained unCLIP VAE (SD-XL-unCLIP shares SD-XL's VAE too),
@@ -116,6 +119,13 @@ def _modes(vae, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([vae.encode(2 * images[i:i + 64] - 1).latent_dist.mode() for i in range(0, len(images), 64)])
 
 
+def _content_timesteps(n: int, num_train_timesteps: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` timesteps with density proportional to t (sqrt of a uniform draw): twice the uniform
+    draw's share of high-noise steps, where the conditioning decides what the image shows."""
+    u = torch.rand(n, generator=gen)
+    return (num_train_timesteps * u.sqrt()).long().clamp(0, num_train_timesteps - 1)
+
+
 def _latents(vae, images: torch.Tensor) -> torch.Tensor:
     """What a diffusion model of ``vae`` denoises: the scaled modes."""
     return _modes(vae, images) * vae.config.scaling_factor
@@ -135,7 +145,9 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
     ``tokens`` (N, seq_len, context_dim), written to ``out_dir`` in the same layout."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from .unclip import TIME_IDS, UNCLIP_DECODER_JSON
+    from safetensors.torch import save_file
+
+    from .unclip import TIME_IDS, TOKEN_STATS, UNCLIP_DECODER_JSON
 
     init_dir = Path(init_dir)
     meta = _read_json(init_dir / UNCLIP_DECODER_JSON)
@@ -143,6 +155,9 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
         raise ValueError(f"{init_dir}: decoder conditioned on ({meta['seq_len']}, {meta['context_dim']}) tokens, "
                          f"the targets are {tuple(tokens.shape[1:])}")
     images = _to_size(images, meta["image_size"])
+    tokens = tokens.float()
+    stats = {"mean": tokens.mean(0), "std": tokens.std(0) + 1e-3}
+    tokens = (tokens - stats["mean"]) / stats["std"]
     torch.manual_seed(seed)
     vae = AutoencoderKL.from_pretrained(init_dir / "vae", local_files_only=True)
     vae_report = train_vae(vae, images, steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed)
@@ -159,9 +174,9 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
 
     def step(i):
         idx = batches[i]
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
+        t = _content_timesteps(len(idx), scheduler.config.num_train_timesteps, gen)
         x_t, eps = _noised(scheduler, z0[idx], t, gen)
-        cond = tokens[idx].float()
+        cond = tokens[idx]
         drop = torch.rand(len(idx), generator=gen) < drop_rate
         cond = torch.where(drop[:, None, None], torch.randn(cond.shape, generator=gen), cond)
         pred = unet(x_t, t, encoder_hidden_states=cond, added_cond_kwargs=added).sample
@@ -172,6 +187,7 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
         unet.eval().save_pretrained(tmp / "unet")
         vae.save_pretrained(tmp / "vae")
         shutil.copytree(init_dir / "scheduler", tmp / "scheduler")
+        save_file({k: v.contiguous() for k, v in stats.items()}, tmp / TOKEN_STATS)
         helpers.write_json(tmp / UNCLIP_DECODER_JSON, {**meta, "vae_scale_factor": vae.config.scaling_factor})
         report = _report(ids, vae=vae_report, unet=unet_report, batch_size=batch_size, lr=lr, drop_rate=drop_rate,
                          seed=seed)

@@ -35,6 +35,11 @@ import numpy as np
 
 # The decoder folder's own file (written by fmri_recon.weights) and the output mapping it declares.
 UNCLIP_DECODER_JSON = "decoder.json"
+# Optional file of a decoder folder: the per-(token, feature) mean and std its UNet's conditioning
+# was standardised with. Only the tiny trained decoder has one (fmri_recon.decoder_training): a
+# random tiny CLIP's tokens are 90% the same for every image (its position embeddings), which a
+# few hundred CPU steps of cross-attention cannot learn to look past. Upstream's has none.
+TOKEN_STATS = "token_stats.safetensors"
 OUTPUT_TRANSFORM = "x*0.8+0.2"       # upstream's unCLIP output mapping (QUIRK, not (x+1)/2)
 
 # diffusers EulerDiscreteScheduler kwargs of upstream's schedule (sgm DiscreteDenoiser +
@@ -76,12 +81,13 @@ class UnclipDecoder:
     decodes the SDXL VAE outside autocast; its fp16 decode overflows).
     """
 
-    def __init__(self, unet, vae, scheduler_config, meta: dict, device, dtype):
+    def __init__(self, unet, vae, scheduler_config, meta: dict, device, dtype, token_stats=None):
         if meta.get("output_transform") != OUTPUT_TRANSFORM:
             raise ValueError(f"{UNCLIP_DECODER_JSON}: output_transform {meta.get('output_transform')!r}; "
                              f"only upstream's {OUTPUT_TRANSFORM!r} is implemented")
         self.unet, self.vae, self.scheduler_config, self.meta = unet, vae, scheduler_config, meta
         self.device, self.dtype = device, dtype
+        self.token_stats = token_stats       # (mean, std) of TOKEN_STATS, or None: tokens as they are
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device="cpu", dtype=None) -> "UnclipDecoder":
@@ -98,7 +104,13 @@ class UnclipDecoder:
         vae = AutoencoderKL.from_pretrained(path / "vae", dtype=torch.float32, local_files_only=True)
         scheduler = EulerDiscreteScheduler.from_pretrained(path / "scheduler", local_files_only=True)
         device = torch.device(device)
-        return cls(unet.to(device).eval(), vae.to(device).eval(), scheduler.config, meta, device, dtype)
+        stats = None
+        if (path / TOKEN_STATS).is_file():
+            from safetensors.torch import load_file
+
+            stats = load_file(path / TOKEN_STATS)
+            stats = (stats["mean"].to(device), stats["std"].to(device))
+        return cls(unet.to(device).eval(), vae.to(device).eval(), scheduler.config, meta, device, dtype, stats)
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -156,6 +168,8 @@ class UnclipDecoder:
         dev, b = self.device, tokens.shape[0]
         scheduler = _scheduler(self.scheduler_config, num_steps, dev)
         cond = tokens.to(dev, torch.float32)
+        if self.token_stats is not None:     # the unconditional noise tokens stay as they are (QUIRK)
+            cond = (cond - self.token_stats[0]) / self.token_stats[1]
         noise = noise + OFFSET_NOISE * offset[:, None, None, None]
         # upstream divides by sqrt(1+sigma_0^2) and its sampler multiplies back: skip both
         x = z + noise * scheduler.sigmas[0].to(dev)

@@ -11,6 +11,8 @@ Folder layouts
       vae/         AutoencoderKL          (idem; 3 downsamples: latents are image/8, 4 channels)
       scheduler/   EulerDiscreteScheduler (scheduler_config.json; upstream's 1000-step schedule)
       decoder.json {"context_dim", "seq_len", "image_size", "vae_scale_factor", "output_transform"}
+      token_stats.safetensors  only a trained tiny decoder's (decoder_training): how its
+                   conditioning tokens are standardised before the UNet sees them
 
 - SDXL img2img (``build_tiny_sdxl_img2img``; the real one is a snapshot of ``SDXL_BASE``)::
 

@@ -65,6 +65,22 @@ def test_trained_unclip_learns_and_loads_as_a_decoder(tiny_data, tmp_path):
     assert decoder.meta["vae_scale_factor"] == pytest.approx(report["vae"]["scaling_factor"])
     out = decoder.decode(tokens[:2], torch.Generator().manual_seed(0), num_steps=3, guidance=5.0, batch_size=2)
     assert out.shape == (2, 3, 32, 32)
+    # the conditioning is standardised with the train tokens' own statistics, at decode time too
+    mean, std = decoder.token_stats
+    assert torch.allclose(mean, tokens.mean(0)) and torch.allclose(std, tokens.std(0) + 1e-3)
+    decoder.token_stats = None
+    raw = decoder.decode(tokens[:2], torch.Generator().manual_seed(0), num_steps=3, guidance=5.0, batch_size=2)
+    assert not torch.allclose(out, raw, atol=1e-3)
+
+
+def test_content_timesteps_favour_high_noise():
+    """Density proportional to t: 3/4 of the draws above t = 500 (a uniform draw puts half there),
+    every step of the schedule reachable."""
+    import torch
+
+    t = decoder_training._content_timesteps(200_000, 1000, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() == 999
+    assert abs(float((t >= 500).float().mean()) - 0.75) < 0.01
 
 
 def test_trained_git_learns_its_captions(tiny_data, tmp_path):
