@@ -5,8 +5,9 @@ path that uses its conditioning from one that ignores it. These trainings start 
 random models of ``fmri_recon.weights`` (same classes, same folder formats as the real ones) and
 teach them, on the train images only, what the real models learnt on LAION and COCO:
 
-- unCLIP (``train_unclip``): the VAE as an autoencoder (MSE + a small KL term), its latent scale
-  measured as LDM does (1 / std of the train latents), then the UNet as an eps-predicting
+- unCLIP (``train_unclip``): the VAE as an autoencoder (MSE + a small KL term), its latent
+  channels standardised (folded into its quant convs) and its scale measured as LDM does
+  (1 / std of the train latents), then the UNet as an eps-predicting
   denoiser over upstream's 1000-step schedule, cross-attending to the images' CLIP tokens in the
   configured token space, standardised per token and feature with the train images' statistics
   (``unclip.TOKEN_STATS``, which the decoder applies too); a fraction of the tokens is replaced by
@@ -108,9 +109,26 @@ def train_vae(vae, images: torch.Tensor, *, steps: int, batch_size: int, lr: flo
 
     losses = _fit(vae.parameters(), steps, lr, step)
     vae.eval().requires_grad_(False)
+    _standardise_latent_channels(vae, _modes(vae, images))
     scale = float(1 / _modes(vae, images).std())
     vae.register_to_config(scaling_factor=scale)
     return {**_summary(losses), "scaling_factor": scale}
+
+
+def _standardise_latent_channels(vae, modes: torch.Tensor) -> None:
+    """Fold each latent channel's train mean and std into ``vae``'s 1x1 quant convs, so its latents
+    are zero-mean and unit-std per channel while it decodes exactly as before. A freshly trained
+    tiny VAE has one channel 4x narrower than the others; its signal then sits below the noise the
+    UNet learns to remove, sampling leaves it noisy and the decoded images take a colour cast."""
+    c = modes.shape[1]
+    mean, std = modes.mean((0, 2, 3)), modes.std((0, 2, 3))
+    q, pq = vae.quant_conv, vae.post_quant_conv
+    with torch.no_grad():
+        q.weight[:c] /= std[:, None, None, None]
+        q.bias[:c] = (q.bias[:c] - mean) / std
+        q.bias[c:] -= 2 * std.log()                      # the posterior's log-variance, same scale
+        pq.bias += pq.weight[:, :, 0, 0] @ mean          # z = std * z' + mean
+        pq.weight *= std[None, :, None, None]
 
 
 def _modes(vae, images: torch.Tensor) -> torch.Tensor:

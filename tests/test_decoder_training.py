@@ -73,6 +73,28 @@ def test_trained_unclip_learns_and_loads_as_a_decoder(tiny_data, tmp_path):
     assert not torch.allclose(out, raw, atol=1e-3)
 
 
+def test_standardised_latent_channels_decode_as_before():
+    """Folding the channels' mean and std into the quant convs leaves the autoencoder unchanged
+    and its latents zero-mean, unit-std per channel."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from fmri_recon import weights
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**weights.vae_config(decoder_training.TRAINED_VAE, 32)).eval()
+    x = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        vae.quant_conv.bias[:4] += torch.tensor([3.0, -2.0, 0.5, 0.0])   # channels off-centre
+        before = vae.decode(vae.encode(2 * x - 1).latent_dist.mode()).sample
+        decoder_training._standardise_latent_channels(vae, decoder_training._modes(vae, x))
+        after = vae.decode(vae.encode(2 * x - 1).latent_dist.mode()).sample
+    modes = decoder_training._modes(vae, x)
+    assert torch.allclose(before, after, atol=1e-4)
+    assert torch.allclose(modes.mean((0, 2, 3)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(modes.std((0, 2, 3)), torch.ones(4), atol=1e-4)
+
+
 def test_content_timesteps_favour_high_noise():
     """Density proportional to t: 3/4 of the draws above t = 500 (a uniform draw puts half there),
     every step of the schedule reachable."""
