@@ -112,12 +112,18 @@ def test_editing_any_package_module_reruns_exactly_the_stages_that_import_it(dem
     scripts = {r: info["script"] for r, info in rules().items() if r in graph}
     modules = sorted(p.relative_to(REPO) for p in (REPO / "fmri_recon").rglob("*.py"))
 
+    # the import closures are parsed here, not in the threads: CPython 3.11's ast.parse is not
+    # thread-safe (it failed a CI run with
+    # "AST constructor recursion depth mismatch")
+    closures = {i: {s: code_deps.closure(copies[i] / "scripts" / s, copies[i]) for s in set(scripts.values())}
+                for i in range(2)}
+
     def check(job):
         i, rel = job
         repo = copies[i % 2]
         path = repo / rel
         text = path.read_bytes()
-        importers = {r for r, s in scripts.items() if path in code_deps.closure(repo / "scripts" / s, repo)}
+        importers = {r for r, s in scripts.items() if path in closures[i % 2][s]}
         expected = set().union(*(graph[r] for r in importers)) if importers else set()
         try:
             # a real edit: Snakemake ignores a file that was only touched (same checksum, newer mtime)
