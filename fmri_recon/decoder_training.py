@@ -109,17 +109,17 @@ def train_vae(vae, images: torch.Tensor, *, steps: int, batch_size: int, lr: flo
 
     losses = _fit(vae.parameters(), steps, lr, step)
     vae.eval().requires_grad_(False)
-    _standardise_latent_channels(vae, _modes(vae, images))
-    scale = float(1 / _modes(vae, images).std())
+    scale = float(1 / _standardise_latent_channels(vae, _modes(vae, images)).std())
     vae.register_to_config(scaling_factor=scale)
     return {**_summary(losses), "scaling_factor": scale}
 
 
-def _standardise_latent_channels(vae, modes: torch.Tensor) -> None:
+def _standardise_latent_channels(vae, modes: torch.Tensor) -> torch.Tensor:
     """Fold each latent channel's train mean and std into ``vae``'s 1x1 quant convs, so its latents
     are zero-mean and unit-std per channel while it decodes exactly as before. A freshly trained
     tiny VAE has one channel 4x narrower than the others; its signal then sits below the noise the
-    UNet learns to remove, sampling leaves it noisy and the decoded images take a colour cast."""
+    UNet learns to remove, sampling leaves it noisy and the decoded images take a colour cast.
+    Returns ``modes`` as the changed VAE encodes them."""
     c = modes.shape[1]
     mean, std = modes.mean((0, 2, 3)), modes.std((0, 2, 3))
     q, pq = vae.quant_conv, vae.post_quant_conv
@@ -129,6 +129,7 @@ def _standardise_latent_channels(vae, modes: torch.Tensor) -> None:
         q.bias[c:] -= 2 * std.log()                      # the posterior's log-variance, same scale
         pq.bias += pq.weight[:, :, 0, 0] @ mean          # z = std * z' + mean
         pq.weight *= std[None, :, None, None]
+    return (modes - mean[:, None, None]) / std[:, None, None]
 
 
 def _modes(vae, images: torch.Tensor) -> torch.Tensor:
@@ -165,7 +166,7 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
 
     from safetensors.torch import save_file
 
-    from .unclip import TIME_IDS, TOKEN_STATS, UNCLIP_DECODER_JSON
+    from .unclip import TIME_IDS, TOKEN_STATS, UNCLIP_DECODER_JSON, standardised_tokens
 
     init_dir = Path(init_dir)
     meta = _read_json(init_dir / UNCLIP_DECODER_JSON)
@@ -175,7 +176,7 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
     images = _to_size(images, meta["image_size"])
     tokens = tokens.float()
     stats = {"mean": tokens.mean(0), "std": tokens.std(0) + 1e-3}
-    tokens = (tokens - stats["mean"]) / stats["std"]
+    tokens = standardised_tokens(tokens, stats["mean"], stats["std"])
     torch.manual_seed(seed)
     vae = AutoencoderKL.from_pretrained(init_dir / "vae", local_files_only=True)
     vae_report = train_vae(vae, images, steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed)

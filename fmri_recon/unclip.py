@@ -51,6 +51,11 @@ TIME_IDS = (768, 768, 0, 0)        # vector_suffix: original_size_as_tuple (768,
 OFFSET_NOISE = 0.04
 
 
+def standardised_tokens(tokens, mean, std):
+    """What a decoder with ``TOKEN_STATS`` feeds its UNet: the tokens standardised per (token, feature)."""
+    return (tokens - mean) / std
+
+
 def sgm_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> list[int]:
     """Upstream's timesteps, descending: sgm's ``generate_roughly_equally_spaced_steps`` flipped.
 
@@ -169,7 +174,7 @@ class UnclipDecoder:
         scheduler = _scheduler(self.scheduler_config, num_steps, dev)
         cond = tokens.to(dev, torch.float32)
         if self.token_stats is not None:     # the unconditional noise tokens stay as they are (QUIRK)
-            cond = (cond - self.token_stats[0]) / self.token_stats[1]
+            cond = standardised_tokens(cond, *self.token_stats)
         noise = noise + OFFSET_NOISE * offset[:, None, None, None]
         # upstream divides by sqrt(1+sigma_0^2) and its sampler multiplies back: skip both
         x = z + noise * scheduler.sigmas[0].to(dev)
