@@ -7,7 +7,8 @@ teach them, on the train images only, what the real models learnt on LAION and C
 
 - unCLIP (``train_unclip``): the VAE as an autoencoder (MSE + a small KL term), its latent
   channels standardised (folded into its quant convs) and its scale measured as LDM does
-  (1 / std of the train latents), then the UNet as an eps-predicting
+  (1 / std of the train latents), its output range then folded into the unCLIP decoder's
+  (``fold_output_range``), then the UNet as an eps-predicting
   denoiser over upstream's 1000-step schedule, cross-attending to the images' CLIP tokens in the
   configured token space, standardised per token and feature with the train images' statistics
   (``unclip.TOKEN_STATS``, which the decoder applies too); a fraction of the tokens is replaced by
@@ -118,7 +119,7 @@ def _standardise_latent_channels(vae, modes: torch.Tensor) -> torch.Tensor:
     """Fold each latent channel's train mean and std into ``vae``'s 1x1 quant convs, so its latents
     are zero-mean and unit-std per channel while it decodes exactly as before. A freshly trained
     tiny VAE has one channel 4x narrower than the others; its signal then sits below the noise the
-    UNet learns to remove, sampling leaves it noisy and the decoded images take a colour cast.
+    UNet learns to remove, and sampling leaves it noisy.
     Returns ``modes`` as the changed VAE encodes them."""
     c = modes.shape[1]
     mean, std = modes.mean((0, 2, 3)), modes.std((0, 2, 3))
@@ -130,6 +131,23 @@ def _standardise_latent_channels(vae, modes: torch.Tensor) -> torch.Tensor:
         pq.bias += pq.weight[:, :, 0, 0] @ mean          # z = std * z' + mean
         pq.weight *= std[None, :, None, None]
     return (modes - mean[:, None, None]) / std[:, None, None]
+
+
+# The unCLIP decoder's output is ``x*0.8+0.2`` of its VAE's (upstream's QUIRK), where SD-XL's
+# pipelines read ``(x+1)/2``. The trained unCLIP decoder keeps the VAE trained in SD-XL's range and
+# folds the change of range into its decoder's last conv (exact: an affine map of the output).
+# Encoding the unCLIP range instead does not work: this tiny VAE normalises every channel right
+# after its first conv and so cannot see a range it was not trained on (a red cast, RGB means
+# .49/.25/.18 for .47/.41/.40; trained on both ranges it learnt neither).
+UNCLIP_FROM_SDXL = (1 / 1.6, 0.375)     # x*0.8+0.2 of (y/1.6 + 0.375) is (y+1)/2
+
+
+def fold_output_range(vae, scale: float, shift: float) -> None:
+    """Make ``vae``'s decoder output ``scale * y + shift`` where it output ``y``."""
+    conv = vae.decoder.conv_out
+    with torch.no_grad():
+        conv.weight *= scale
+        conv.bias.mul_(scale).add_(shift)
 
 
 def _modes(vae, images: torch.Tensor) -> torch.Tensor:
@@ -180,9 +198,8 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
     torch.manual_seed(seed)
     vae = AutoencoderKL.from_pretrained(init_dir / "vae", local_files_only=True)
     vae_report = train_vae(vae, images, steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed)
-    # The decoder's output is OUTPUT_TRANSFORM of the VAE's (x*0.8+0.2, upstream's QUIRK), so its
-    # UNet learns the latents of the images in that space: decoded and transformed, they are the images.
-    z0 = _latents(vae, (images - 0.2) / 0.8 * 0.5 + 0.5)
+    z0 = _latents(vae, images)
+    fold_output_range(vae, *UNCLIP_FROM_SDXL)
 
     unet = UNet2DConditionModel.from_pretrained(init_dir / "unet", local_files_only=True).train()
     scheduler = DDPMScheduler.from_pretrained(init_dir / "scheduler", local_files_only=True)
@@ -263,7 +280,8 @@ def train_git(init_dir, out_dir, images: torch.Tensor, captions: list[str], ids:
 def train_sdxl(init_dir, vae_dir, out_dir, images: torch.Tensor, captions: list[str], ids: np.ndarray, *,
                size: int, steps: int, batch_size: int, lr: float, drop_rate: float, seed: int) -> dict:
     """The tiny SD-XL img2img folder ``init_dir`` with the VAE of ``vae_dir`` (a trained unCLIP
-    decoder's ``vae/``) and its UNet trained to denoise the ``size`` px ``images`` given ``captions``."""
+    decoder's ``vae/``, its output range folded back to SD-XL's) and its UNet trained to denoise
+    the ``size`` px ``images`` given ``captions``."""
     from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline
 
     from .refine import UPSTREAM_NEGATIVE
@@ -271,6 +289,7 @@ def train_sdxl(init_dir, vae_dir, out_dir, images: torch.Tensor, captions: list[
     torch.manual_seed(seed)
     pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(init_dir, local_files_only=True)
     pipe.vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True)
+    fold_output_range(pipe.vae, 1 / UNCLIP_FROM_SDXL[0], -UNCLIP_FROM_SDXL[1] / UNCLIP_FROM_SDXL[0])  # back to SD-XL's
     z0 = _latents(pipe.vae, _to_size(images, size))
     with torch.no_grad():
         prompts = [*captions, UPSTREAM_NEGATIVE]

@@ -56,7 +56,7 @@ def test_trained_unclip_learns_and_loads_as_a_decoder(tiny_data, tmp_path):
     images, tokens, ids = tiny_data
     init = weights.build_tiny_unclip(tmp_path / "random", context_dim=16, seq_len=4,
                                      vae_params=decoder_training.TRAINED_VAE, image_size=32)
-    report = decoder_training.train_unclip(init, tmp_path / "trained", images, tokens, ids, vae_steps=40,
+    report = decoder_training.train_unclip(init, tmp_path / "trained", images, tokens, ids, vae_steps=150,
                                            unet_steps=40, batch_size=4, lr=2e-3, drop_rate=0.1, seed=0)
     assert report["train_image_ids"] == list(range(8))
     assert report["vae"]["last_loss"] < 0.7 * report["vae"]["first_loss"], report["vae"]
@@ -71,6 +71,11 @@ def test_trained_unclip_learns_and_loads_as_a_decoder(tiny_data, tmp_path):
     decoder.token_stats = None
     raw = decoder.decode(tokens[:2], torch.Generator().manual_seed(0), num_steps=3, guidance=5.0, batch_size=2)
     assert not torch.allclose(out, raw, atol=1e-3)
+    # its VAE encodes SD-XL's range and decodes into the unCLIP output's: the images come back
+    with torch.no_grad():
+        vae = decoder.vae
+        rec = (vae.decode(vae.encode(2 * images - 1).latent_dist.mode()).sample * 0.8 + 0.2).clamp(0, 1)
+    assert (rec.mean((0, 2, 3)) - images.mean((0, 2, 3))).abs().max() < 0.02
 
 
 def test_standardised_latent_channels_decode_as_before():
@@ -83,12 +88,12 @@ def test_standardised_latent_channels_decode_as_before():
 
     torch.manual_seed(0)
     vae = AutoencoderKL(**weights.vae_config(decoder_training.TRAINED_VAE, 32)).eval()
-    x = torch.rand(6, 3, 32, 32)
+    x = 2 * torch.rand(6, 3, 32, 32) - 1
     with torch.no_grad():
         vae.quant_conv.bias[:4] += torch.tensor([3.0, -2.0, 0.5, 0.0])   # channels off-centre
-        before = vae.decode(vae.encode(2 * x - 1).latent_dist.mode()).sample
+        before = vae.decode(vae.encode(x).latent_dist.mode()).sample
         decoder_training._standardise_latent_channels(vae, decoder_training._modes(vae, x))
-        after = vae.decode(vae.encode(2 * x - 1).latent_dist.mode()).sample
+        after = vae.decode(vae.encode(x).latent_dist.mode()).sample
     modes = decoder_training._modes(vae, x)
     assert torch.allclose(before, after, atol=1e-4)
     assert torch.allclose(modes.mean((0, 2, 3)), torch.zeros(4), atol=1e-4)
@@ -136,3 +141,25 @@ def test_trained_sdxl_learns_and_refines(tiny_data, tmp_path):
     pipe = refine.load_pipeline(tmp_path / "trained")
     out = refine.refine(pipe, images[:2], captions[:2], steps=25, guidance=5.0, size=64, seed=0, batch_size=2)
     assert out.shape == (2, 3, 256, 256)
+
+
+def test_output_range_fold_is_affine_and_undone_by_its_inverse():
+    """What train_unclip folds into its VAE and train_sdxl folds back out (an exact affine map)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from fmri_recon import weights
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**weights.vae_config(decoder_training.TRAINED_VAE, 32)).eval()
+    z = torch.randn(2, 4, 8, 8)
+    scale, shift = decoder_training.UNCLIP_FROM_SDXL
+    with torch.no_grad():
+        y = vae.decode(z).sample
+        decoder_training.fold_output_range(vae, scale, shift)
+        folded = vae.decode(z).sample
+        decoder_training.fold_output_range(vae, 1 / scale, -shift / scale)
+        back = vae.decode(z).sample
+    assert torch.allclose(folded, scale * y + shift, atol=1e-5)
+    assert torch.allclose((folded * 0.8 + 0.2), (y + 1) / 2, atol=1e-5)     # the unCLIP output is SD-XL's image
+    assert torch.allclose(back, y, atol=1e-5)
