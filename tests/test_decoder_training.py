@@ -163,3 +163,15 @@ def test_output_range_fold_is_affine_and_undone_by_its_inverse():
     assert torch.allclose(folded, scale * y + shift, atol=1e-5)
     assert torch.allclose((folded * 0.8 + 0.2), (y + 1) / 2, atol=1e-5)     # the unCLIP output is SD-XL's image
     assert torch.allclose(back, y, atol=1e-5)
+
+
+def test_x0_weighted_loss_by_hand():
+    """Weights 1/alphas_cumprod = 2 and 4, normalised to mean 1: an error of 1 on the first
+    sample alone scores 2 / (2 + 4); on the noisier second alone 4 / (2 + 4)."""
+    import torch
+
+    acp, eps = torch.tensor([0.5, 0.25]), torch.zeros(2, 1, 2, 2)
+    first, second = eps.clone(), eps.clone()
+    first[0], second[1] = 1.0, 1.0
+    assert float(decoder_training._x0_weighted_mse(first, eps, acp)) == pytest.approx(1 / 3)
+    assert float(decoder_training._x0_weighted_mse(second, eps, acp)) == pytest.approx(2 / 3)
