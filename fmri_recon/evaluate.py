@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import nsd
+from . import helpers, nsd
 from .metrics import brain as brain_metrics
 from .metrics import captions as caption_metrics
 from .metrics import image as image_metrics
@@ -76,10 +76,46 @@ def blend_blurry(enhanced: torch.Tensor, blurry: torch.Tensor, weight: float) ->
     return image_metrics.blend(image_metrics.resize_256(enhanced), image_metrics.resize_256(blurry), weight)
 
 
+def metric_models(ev: dict, inputs, device) -> dict:
+    """``feature_models`` of the evaluate block ``ev``: random nets, or each metric's weights file
+    among a rule's ``inputs`` (``net_<torchvision net>``, ``clip_weights``)."""
+    if ev["nets"] == "random":
+        if "clip_weights" in inputs.keys():
+            raise ValueError("evaluate: nets = random but clip_weights is a file; use random for both")
+        nets = "random"
+    else:
+        nets = {"alexnet2": inputs.net_alexnet, "alexnet5": inputs.net_alexnet, "inception": inputs.net_inception,
+                "efficientnet": inputs.net_efficientnet, "swav": inputs.net_swav, "clip": inputs.clip_weights}
+    return feature_models(nets, device, clip_arch=ev["clip_arch"])
+
+
+def ground_truth_features(gt: torch.Tensor, models: dict, device="cpu", batch_size: int = 32) -> dict:
+    """{metric: features} of the ground-truth images for every network metric: the same for every
+    evaluate job of a run, so the gt_features rule computes them once (about 16 s on 2 cores with
+    the demo's random nets, most of it Inception at 342 px)."""
+    gt = image_metrics.resize_256(gt)
+    return {k: image_metrics.extract(k, models[k], gt, batch_size, device=device)
+            for k in image_metrics.METRIC_KEYS[2:] if k in models}
+
+
+def read_ground_truth_features(path, n_images: int) -> dict:
+    """The gt_features rule's file, checked against the number of ground-truth images scored."""
+    from safetensors.torch import load_file
+
+    features = load_file(str(helpers.need(path)))
+    wrong = {k: len(v) for k, v in features.items() if len(v) != n_images}
+    if wrong:
+        raise ValueError(f"{path}: features of {wrong} images, the ground truth has {n_images}")
+    return features
+
+
 def score_images(images: dict[str, torch.Tensor], gt: torch.Tensor, models: dict, gnet=None, subject: int = 1,
-                 measured=None, masks=None, device="cpu", batch_size: int = 32) -> tuple[dict, dict]:
-    """Image metrics and brain correlation of each stage's images against the ground truth."""
-    image, brain, gt_features = {}, {}, {}      # ground-truth features: computed once for all stages
+                 measured=None, masks=None, device="cpu", batch_size: int = 32,
+                 gt_features: dict | None = None) -> tuple[dict, dict]:
+    """Image metrics and brain correlation of each stage's images against the ground truth.
+    ``gt_features``: the ground truth's (``ground_truth_features``); computed here when absent."""
+    image, brain = {}, {}
+    gt_features = dict(gt_features or {})       # ground-truth features: computed once for all stages
     for stage, rec in images.items():
         log.info("scoring %s (%d images)", stage, len(rec))
         image[stage] = image_metrics.image_metrics(gt, rec, models, device=device, gt_features=gt_features,

@@ -306,13 +306,20 @@ def evaluate_inputs(w):
         )
     if has_blurry(name):
         inputs["blurry"] = evals_file(name, "blurryrecons")
+    inputs.update(metric_net_inputs(), gt_features=rules.gt_features.output[0])
+    gnet = optional_data(ev["gnet"][len("data:") :]) if ev["gnet"].startswith("data:") else None
+    if gnet:
+        inputs["gnet"] = gnet
+    return inputs
+
+
+def metric_net_inputs():
+    """The weights files of the image metrics' networks (none with random nets)."""
+    ev, inputs = config["evaluate"], {}
     if ev["nets"] == "pretrained":
         inputs.update({f"net_{n}": f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")})
     if ev["clip_weights"] != "random":
         inputs["clip_weights"] = f"{WEIGHTS}/hub/{ev['clip_weights'][len('hf://'):]}"
-    gnet = optional_data(ev["gnet"][len("data:") :]) if ev["gnet"].startswith("data:") else None
-    if gnet:
-        inputs["gnet"] = gnet
     return inputs
 
 

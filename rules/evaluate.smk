@@ -29,6 +29,32 @@ rule eval_weights:
         "../scripts/eval_weights.py"
 
 
+# The ground truth's features for the network metrics: the same for every evaluate job of a run.
+rule gt_features:
+    input:
+        unpack(lambda w: metric_net_inputs()),
+        gt_images=data_input(nsd.EVAL_IMAGES),
+        code=code("gt_features.py"),
+    output:
+        "cache/eval_gt_features.safetensors",
+    log:
+        "logs/gt_features.log",
+    benchmark:
+        "benchmarks/gt_features.tsv"
+    conda:
+        f"{ENVS}/evaluate.yaml"
+    threads: 2
+    resources:
+        mem_mb=EVAL["mem_mb"],
+        runtime=EVAL["runtime"],
+        gpu=1,
+    params:
+        settings=as_param({k: EVAL[k] for k in ("nets", "clip_arch", "clip_weights", "batch_size")}),
+        device=EVAL["device"],
+    script:
+        "../scripts/gt_features.py"
+
+
 rule evaluate:
     input:
         unpack(evaluate_inputs),

@@ -24,12 +24,8 @@ if p.blurry:                    # upstream scores the refined images blended wit
     images["blurry"] = evaluate.load_pt(inp.blurry).float()
     images["enhanced"] = evaluate.blend_blurry(images["enhanced"], images["blurry"], ev["blend_blurry"])
 
-nets = "random" if ev["nets"] == "random" else {
-    "alexnet2": inp.net_alexnet, "alexnet5": inp.net_alexnet, "inception": inp.net_inception,
-    "efficientnet": inp.net_efficientnet, "swav": inp.net_swav, "clip": inp.clip_weights}
-if nets == "random" and "clip_weights" in inp.keys():
-    raise ValueError("evaluate: nets = random but clip_weights is a file; use random for both")
-models = evaluate.feature_models(nets, device, clip_arch=ev["clip_arch"])
+models = evaluate.metric_models(ev, inp, device)
+gt_features = evaluate.read_ground_truth_features(inp.gt_features, len(gt))
 voxels = evaluate.measured_voxels(p.data_dir, p.subject, p.num_sessions, p.new_test)
 notes = evaluate.missing_brain_inputs(ev, inp.keys())
 if notes:                       # the rule left out absent masks or GNet (download: false)
@@ -39,7 +35,8 @@ else:
     gnet = (brain_metrics.GNet8Encoder.load_upstream(inp.gnet, device=device) if "gnet" in inp.keys()
             else brain_metrics.GNet8Encoder(subjects={p.subject: voxels.shape[1]}, seed=0))
     masks = brain_metrics.read_masks(inp.masks, p.subject)
-image, brain = evaluate.score_images(images, gt, models, gnet, p.subject, voxels, masks, device, ev["batch_size"])
+image, brain = evaluate.score_images(images, gt, models, gnet, p.subject, voxels, masks, device, ev["batch_size"],
+                                     gt_features=gt_features)
 
 train_stats = None
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)

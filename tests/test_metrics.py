@@ -322,3 +322,28 @@ def test_topk_matches():
 
 def topk_list(sim, k):
     return R.topk_matches(sim, k=k).tolist()
+
+
+def test_evaluate_scores_against_the_cached_ground_truth_features(tmp_path):
+    """The gt_features rule's file is what score_images compares with: the same scores as
+    features computed in the job; another image set's features score differently; a file of
+    another number of images is refused, naming it."""
+    from safetensors.torch import save_file
+
+    from fmri_recon import evaluate
+
+    def clip(z):
+        return z[:, :, ::16, ::16].flatten(1)
+    gt, rec, other = (smooth_images(6, size=32, seed=s) for s in (1, 2, 3))
+    models = {"clip": clip}
+    path = tmp_path / "gt.safetensors"
+    save_file(evaluate.ground_truth_features(gt, models), str(path))
+    cached = evaluate.read_ground_truth_features(path, len(gt))
+    inline, _ = evaluate.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models)
+    scored, _ = evaluate.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models, gt_features=cached)
+    assert scored == inline and inline["recon"]["clip"] == 1.0
+    wrong, _ = evaluate.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models,
+                                     gt_features=evaluate.ground_truth_features(other, models))
+    assert wrong["recon"]["clip"] < 1.0
+    with pytest.raises(ValueError, match=r"gt.safetensors: features of \{'clip': 6\} images, the ground truth has 5"):
+        evaluate.read_ground_truth_features(path, 5)
