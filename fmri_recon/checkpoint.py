@@ -30,6 +30,56 @@ def read(path: str | Path) -> dict:
     return torch.load(helpers.need(Path(path)), map_location="cpu", weights_only=False)
 
 
+def read_model_state(path: str | Path) -> dict:
+    """``model_state_dict`` of a checkpoint in upstream's format (a released ``last.pth``, or ours),
+    memory-mapped: nothing else of the file is read, so the optimizer state (most of a 9-10 GB
+    release) never enters memory. Full unpickling: the file is the release the config names."""
+    path = helpers.need(Path(path))
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except RuntimeError as e:       # torch's legacy (non-zip) format cannot be memory-mapped
+        raise CheckpointMismatch(f"{path}: not a torch.save zip checkpoint: {e}") from e
+    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointMismatch(f"{path}: no model_state_dict (upstream's last.pth layout); has {keys}")
+    return ckpt["model_state_dict"]
+
+
+# The config value that decides the shape of each part of the model (for the message of a misfit).
+_SHAPED_BY = (
+    (("backbone.blin1", "backbone.bnorm", "backbone.bupsampler", "backbone.b_maps_projector"), "blurry_recon"),
+    (("backbone.backbone_linear",), "hidden_dim, clip_seq_dim, clip_emb_dim"),
+    (("backbone.clip_proj",), "clip_emb_dim"),
+    (("backbone.mixer_blocks",), "hidden_dim, n_blocks"),
+    (("ridge.",), "hidden_dim"),
+    (("diffusion_prior.",), "clip_seq_dim, clip_emb_dim, use_prior, prior_depth, prior_dim_head, prior_heads"),
+)
+
+
+def _shaped_by(key: str, cfg: BrainConfig) -> str:
+    for prefixes, names in _SHAPED_BY:
+        if key.startswith(prefixes):
+            return ", ".join(f"{n} = {getattr(cfg, n)!r}" for n in names.split(", "))
+    return "backbone"
+
+
+def misfits(model: MindEyeModel, state: dict, skip=lambda key: False) -> list[str]:
+    """Each key of ``state`` that ``model`` lacks or shapes differently, and each key of the model
+    that ``state`` lacks (``skip``: keys not compared), with the config values that shape it."""
+    own, cfg, out = model.state_dict(), model.cfg, []
+    for key in sorted(set(own) | set(state)):
+        if skip(key):
+            continue
+        if key not in own:
+            out.append(f"{key} {tuple(state[key].shape)}: not in the configured model ({_shaped_by(key, cfg)})")
+        elif key not in state:
+            out.append(f"{key} {tuple(own[key].shape)}: missing from the checkpoint ({_shaped_by(key, cfg)})")
+        elif own[key].shape != state[key].shape:
+            out.append(f"{key}: checkpoint {tuple(state[key].shape)}, configured {tuple(own[key].shape)} "
+                       f"({_shaped_by(key, cfg)})")
+    return out
+
+
 def check_config(ckpt: dict, path, **expected) -> None:
     """Raise CheckpointMismatch naming every key whose saved value differs from ``expected``."""
     diffs = []

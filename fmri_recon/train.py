@@ -134,19 +134,22 @@ def make_scheduler(optimizer, tc: TrainConfig, total_steps: int):
 
 
 def init_from_pretrained(model: MindEyeModel, path: str | Path) -> None:
-    """Fine-tuning start (upstream's ``load_ckpt``): every weight of a multi-subject model but
-    the first ridge weight. QUIRK kept: the first subject's ridge *bias* is loaded into the
-    new subject's ridge. Backbone and prior must match the pretrained ones exactly."""
-    state = checkpoint.read(path)["model_state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith("ridge.linears.") or k == "ridge.linears.0.bias"}
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:      # shapes differ: another hidden_dim, token shape, ...
-        raise checkpoint.CheckpointMismatch(f"{path}: cannot initialise from it: {e}") from e
-    missing = [k for k in missing if not k.startswith("ridge.")]
-    if missing or unexpected:
-        raise checkpoint.CheckpointMismatch(f"{path}: cannot initialise from it: missing {missing[:5]}, "
-                                            f"unexpected {unexpected[:5]}")
+    """Fine-tuning start (upstream's ``load_ckpt``) from a checkpoint of ours or a released one:
+    every weight of a multi-subject model but the ridge weights, which the new subject's voxel
+    count shapes. QUIRK kept: the first subject's ridge *bias* is loaded into the new subject's
+    ridge. Every other key must be there with the configured shape: a misfit fails before any
+    training step, naming the key, both shapes and the config values that shape it."""
+    state = checkpoint.read_model_state(path)
+
+    def ridge(key):        # not loaded (the weights) or only the first one (the bias); clip_mean is
+        # this run's statistic, set after (clip_exclude_mean, our deviation: upstream's have none)
+        return key.startswith("ridge.linears.") and key != "ridge.linears.0.bias" or key == "backbone.clip_mean"
+
+    wrong = checkpoint.misfits(model, state, skip=ridge)
+    if wrong:
+        raise checkpoint.CheckpointMismatch(f"{path}: does not fit the configured model: " + "; ".join(wrong[:6])
+                                            + (f"; and {len(wrong) - 6} more" if len(wrong) > 6 else ""))
+    model.load_state_dict({k: v for k, v in state.items() if not ridge(k)}, strict=False)
 
 
 # --------------------------------------------------------------------------- one step

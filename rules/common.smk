@@ -118,6 +118,7 @@ def needed_files(subjects=None):
         files.add(ev["masks"])
         specs = [DECODER["weights"], ev["gnet"]]
         specs += [released_converter(c) for c in used_clip_models() if released_converter(c)]
+        specs += [experiment(e).get("init_from") or "" for e in config["experiments"]]
         if blurry_experiments():
             specs += [LOWLEVEL["vae"], LOWLEVEL["teacher"]]
         files.update(spec[len("data:") :] for spec in specs if spec.startswith("data:"))
@@ -263,8 +264,11 @@ def train_inputs(w):
         "summaries": [subject_summary(s) for s in exp["subjects"]],
         "data": present([data_path(f) for f in needed_files(exp["subjects"])]),
     }
-    if exp.get("init_from"):
-        inputs["init"] = train_stats(exp["init_from"])
+    init = exp.get("init_from")
+    if init and init.startswith(("data:", "file:")):  # a released checkpoint (or any last.pth)
+        inputs["init_ckpt"] = present([spec_file(init)])[0]
+    elif init:
+        inputs["init"] = train_stats(init)
     if exp["blurry_recon"]:
         inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=present([lowlevel_weights("teacher")])[0])
     return inputs
@@ -343,8 +347,15 @@ def _check_config():
                 f"clip_models (have {sorted(config['clip_models'])})"
             )
         init = exp.get("init_from")
-        if init is not None and (init not in config["experiments"] or init == name):
-            raise WorkflowError(f"config: experiments.{name}.init_from = {init!r} is not another experiment")
+        if (
+            init is not None
+            and not init.startswith(("data:", "file:"))
+            and (init not in config["experiments"] or init == name)
+        ):
+            raise WorkflowError(
+                f"config: experiments.{name}.init_from = {init!r} is not another experiment "
+                "(nor data:<file of the dataset repo> or file:<path> of a checkpoint)"
+            )
     if DECODER["clip"] not in config["clip_models"]:
         raise WorkflowError(f"config: decoder.clip = {DECODER['clip']!r} is not a key of clip_models")
     if config["dataset"] == "synthetic" and DECODER["weights"].startswith("data:"):

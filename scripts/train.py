@@ -27,7 +27,8 @@ brain = BrainConfig(num_voxels=[s.num_voxels for s in data.subjects], clip_seq_d
 train_keys = {f.name for f in fields(train.TrainConfig)}       # the experiment also holds model and data keys
 tc = train.TrainConfig.from_dict({**{k: v for k, v in exp.items() if k in train_keys},
                                   "device": p.device, "wandb": p.wandb})
-init = Path(inp.init).parent / "last.pth" if "init" in inp.keys() else None
+# init_from: another experiment (its last.pth, beside the train stats it declares) or a checkpoint file
+init = Path(inp.init).parent / "last.pth" if "init" in inp.keys() else inp.get("init_ckpt")
 desc = {"subjects": exp["subjects"], "num_sessions": exp["num_sessions"], "clip": exp["clip"],
         "num_voxels": brain.num_voxels, "init_from": str(init) if init else None}
 if blurry:

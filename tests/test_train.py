@@ -225,9 +225,79 @@ def test_multi_subject_pretraining_then_fine_tuning(tmp_path):
     assert torch.equal(state["backbone.backbone_linear.weight"], pretrained["backbone.backbone_linear.weight"])
     assert torch.equal(state["ridge.linears.0.bias"], pretrained["ridge.linears.0.bias"])   # upstream's quirk
     assert state["ridge.linears.0.weight"].shape == (16, 40)
-    with pytest.raises(checkpoint.CheckpointMismatch, match="cannot initialise"):
-        train.init_from_pretrained(MindEyeModel(BrainConfig(**{**tiny_cfg().to_dict(), "hidden_dim": 8})),
-                                   tmp_path / "pre/last.pth")
+
+
+def released_checkpoint(path, cfg: BrainConfig, seed=3):
+    """A ``last.pth`` in exactly upstream's layout (no config of ours), as pscotti/mindeyev2 ships
+    them under train_logs/: its weights, an AdamW state, the scheduler's and the loss lists."""
+    torch.manual_seed(seed)
+    model = MindEyeModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 1, cfg.num_voxels[0]), 0)[0].sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=10)
+    torch.save({"epoch": 299, "model_state_dict": model.state_dict(), "optimizer_state_dict": opt.state_dict(),
+                "lr_scheduler": sched.state_dict(), "train_losses": [1.0, 0.5], "test_losses": [1.1, 0.6],
+                "lrs": [1e-4, 1e-3]}, path)
+    return model.state_dict()
+
+
+def test_fine_tuning_from_a_released_checkpoint(tmp_path):
+    """Every weight but the ridge's starts as released (the first ridge bias too: upstream's
+    quirk), the optimizer state is not loaded, and the fine-tune learns."""
+    released = released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30, 25)))
+    model = MindEyeModel(tiny_cfg(voxels=(40,)))
+    train.init_from_pretrained(model, tmp_path / "last.pth")
+    state = model.state_dict()
+    for key, value in released.items():
+        if not key.startswith("ridge."):
+            assert torch.equal(state[key], value), key
+    assert torch.equal(state["ridge.linears.0.bias"], released["ridge.linears.0.bias"])
+    stats = train.run(fake_data(voxels=(40,)), tiny_cfg(voxels=(40,)), tiny_tc(num_epochs=4), tmp_path / "ft",
+                      {"subjects": [1]}, init_from=tmp_path / "last.pth")
+    losses = checkpoint.read(tmp_path / "ft/last.pth")["train_losses"]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert stats["final"]["epoch"] == 4
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"hidden_dim": 8}, r"backbone.backbone_linear.weight: checkpoint \(32, 16\), configured \(32, 8\) \(hidden_dim = 8"),
+    ({"blurry_recon": True}, r"backbone.b_maps_projector.0.weight \(512, 64, 1, 1\): missing from the checkpoint \(blurry_recon = True\)"),
+    ({"clip_emb_dim": 4}, r"backbone.clip_proj.0.weight: checkpoint \(8,\), configured \(4,\) \(clip_emb_dim = 4\)"),
+])
+def test_a_released_checkpoint_that_does_not_fit_names_the_key(tmp_path, change, named):
+    released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30, 25)))
+    model = MindEyeModel(BrainConfig(**{**tiny_cfg().to_dict(), **change}))
+    with pytest.raises(checkpoint.CheckpointMismatch, match=r"last.pth: does not fit the configured model: .*" + named):
+        train.init_from_pretrained(model, tmp_path / "last.pth")
+
+
+def test_a_released_checkpoint_is_memory_mapped(tmp_path):
+    """Reading the weights of a release does not read its optimizer state into memory: the peak
+    memory of a process reading them is the same with a 400 MB optimizer state as with none."""
+    import subprocess
+    import sys
+
+    released_checkpoint(tmp_path / "small.pth", tiny_cfg())
+    ckpt = torch.load(tmp_path / "small.pth", weights_only=False)
+    ckpt["optimizer_state_dict"]["state"][0]["exp_avg"] = torch.ones(100_000_000)     # 400 MB
+    torch.save(ckpt, tmp_path / "big.pth")
+    del ckpt
+
+    def peak_mb(path):
+        # VmHWM: this process's peak (ru_maxrss would carry over the forking pytest's)
+        code = ("import sys; from fmri_recon import checkpoint; "
+                "state = checkpoint.read_model_state(sys.argv[1]); assert 'backbone.backbone_linear.weight' in state; "
+                "print([int(line.split()[1]) / 1024 for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+        return float(out.stdout.split()[-1])
+
+    small, big = peak_mb(tmp_path / "small.pth"), peak_mb(tmp_path / "big.pth")
+    assert big - small < 100, (small, big)
+    (tmp_path / "odd.pth").write_bytes(b"")
+    torch.save({"state_dict": {}}, tmp_path / "odd.pth")
+    with pytest.raises(checkpoint.CheckpointMismatch, match=r"odd.pth: no model_state_dict .* has \['state_dict'\]"):
+        checkpoint.read_model_state(tmp_path / "odd.pth")
 
 
 def test_gradient_accumulation_reaches_the_same_global_batch(tmp_path):

@@ -19,6 +19,9 @@ def planned_downloads(workdir, **overrides):
     return sorted(re.findall(r"\brule download:\n\s+output: (\S+)", out))
 
 
+RELEASED_LIGHT = "train_logs/multisubject_subj01_1024hid_nolow_300ep/last.pth"
+
+
 def test_real_config_downloads_exactly_what_it_needs(tmp_path):
     one = planned_downloads(tmp_path)
     expected = ["betas_all_subj01_fp32_renorm.hdf5", "coco_images_224_float16.hdf5", "evals/all_captions.pt",
@@ -26,7 +29,8 @@ def test_real_config_downloads_exactly_what_it_needs(tmp_path):
                 "wds/subj01/train/0.tar"]
     models = ["brain_region_masks.hdf5", "gnet_multisubject.pt", "unclip6_epoch0_step110000.ckpt",  # later stages
               "bigG_to_L_epoch8.pth",                                                       # bigG -> GIT
-              "sd_image_var_autoenc.pth", "convnext_xlarge_alpha0.75_fullckpt.pth"]            # blurry branch
+              "sd_image_var_autoenc.pth", "convnext_xlarge_alpha0.75_fullckpt.pth",             # blurry branch
+              RELEASED_LIGHT]                                                           # lite_bigG's start
     assert one == sorted(f"data/mindeyev2/{f}" for f in expected + models)
     no_blurry = planned_downloads(tmp_path, experiments={"blurry_bigG": {"blurry_recon": False}})
     assert sorted(set(one) - set(no_blurry)) == ["data/mindeyev2/convnext_xlarge_alpha0.75_fullckpt.pth",
@@ -36,7 +40,8 @@ def test_real_config_downloads_exactly_what_it_needs(tmp_path):
                                              "data/mindeyev2/wds/subj01/train/2.tar"]
     assert set(one) <= set(three) and len(three) == len(one) + 2
     old = planned_downloads(tmp_path, new_test=False, subject=2)
-    assert "data/mindeyev2/wds/subj02/test/0.tar" in old and not any("subj01" in f for f in old)
+    assert "data/mindeyev2/wds/subj02/test/0.tar" in old
+    assert not any("subj01" in f for f in old if not f.endswith(RELEASED_LIGHT))   # config.yaml's init_from
 
 
 def test_real_config_captions_bigG_with_upstreams_released_converter(tmp_path):
@@ -75,6 +80,23 @@ def test_bad_config_stops_before_any_job(tmp_path, overrides, message):
     said = result.stdout + result.stderr
     assert re.search(message, said), said[-3000:]
     assert not (tmp_path / "logs").exists()
+
+
+def test_real_config_fine_tunes_its_default_experiment_from_the_released_light_model(tmp_path):
+    """lite_bigG starts from upstream's released multi-subject light model (downloaded by its own
+    job, an input of its train job); the other experiments train from scratch."""
+    out = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",)).stdout
+    jobs = {m.group(1): m.group(0) for m in re.finditer(r"rule train:\n(?:\s+\w+:.*\n)*?\s+wildcards: experiment=(\w+)", out)}
+    assert sorted(jobs) == ["blurry_bigG", "lite_bigG", "residual_bigG", "seed_vitb32"]
+    assert f"data/mindeyev2/{RELEASED_LIGHT}" in jobs["lite_bigG"]
+    assert not any(RELEASED_LIGHT in job for name, job in jobs.items() if name != "lite_bigG")
+    local = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",),
+                      overrides={"experiments": {"lite_bigG": {"init_from": "file:/ckpts/last.pth"}}}, check=False)
+    assert "/ckpts/last.pth" in local.stdout + local.stderr and RELEASED_LIGHT not in local.stdout
+    bad = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), check=False,
+                    overrides={"experiments": {"lite_bigG": {"init_from": "lite_bigG"}}})
+    assert bad.returncode != 0
+    assert "experiments.lite_bigG.init_from = 'lite_bigG' is not another experiment" in bad.stdout + bad.stderr
 
 
 def test_missing_files_with_download_false_are_listed(tmp_path):
