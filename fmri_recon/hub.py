@@ -171,6 +171,20 @@ def _hub_metadata(url: str, token: str | None, endpoint: str):
     return get_hf_file_metadata(url, **kwargs)
 
 
+def file_size(repo_id: str, filename: str, *, revision: str = "main", repo_type: str = "dataset",
+              token: str | None = None, endpoint: str | None = None) -> int | None:
+    """Size in bytes of one hub file from its metadata (one HEAD request, nothing transferred);
+    None when the hub does not say. Raises HubDownloadError as ``download_file`` does."""
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    token = token or os.environ.get("HF_TOKEN") or None
+    url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision, endpoint=endpoint)
+    try:
+        return _hub_metadata(url, token, endpoint).size
+    except Exception as e:
+        raise HubDownloadError(_explain(e, repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint,
+                                        repo_type=repo_type)) from e
+
+
 def download_file(
     repo_id: str,
     filename: str,

@@ -226,6 +226,21 @@ def clip_weights(clip):
     return f"{WEIGHTS}/hub/{spec[len('hf://'):]}"
 
 
+def planned_hub_files():
+    """[repo_type, repo_id, filename, local path] of every single hub file the config downloads:
+    the dataset repo's (data and model files) and the CLIP weights. Whole-repo snapshots (GIT,
+    SD-XL) are not among them."""
+    out = []
+    if config["dataset"] == "nsd" and config["download"]:
+        out += [["dataset", HUB["repo_id"], f, data_path(f)] for f in sorted(needed_files())]
+    clips = {DECODER["clip"], *used_clip_models()}
+    specs = [config["clip_models"][c]["weights"] for c in sorted(clips)] + [config["evaluate"]["clip_weights"]]
+    for spec in dict.fromkeys(s for s in specs if s.startswith("hf://")):
+        org, repo, filename = spec[len("hf://") :].split("/", 2)
+        out.append(["model", f"{org}/{repo}", filename, f"{WEIGHTS}/hub/{spec[len('hf://'):]}"])
+    return out
+
+
 # --------------------------------------------------------------------------- input functions
 REFINE = config["refine"]
 

@@ -58,6 +58,28 @@ elif config["download"]:
             "../scripts/download.py"
 
 
+# The bill before paying it: `snakemake checks/download_plan.tsv` lists every hub file the config
+# downloads with its size from the hub's metadata (HEAD requests only) and what is already here.
+localrules:
+    download_plan,
+
+
+rule download_plan:
+    input:
+        code=code("download_plan.py"),
+    output:
+        "checks/download_plan.tsv",
+    log:
+        "logs/download_plan.log",
+    conda:
+        f"{ENVS}/data.yaml"
+    params:
+        files=as_param(planned_hub_files()),
+        revision=HUB["revision"],
+    script:
+        "../scripts/download_plan.py"
+
+
 # Reads every file of the run once, checks them against each other, and records what the
 # data are (voxel count, trials, test repeats) for the stages after it.
 rule check_data:

@@ -14,10 +14,12 @@ DEMO = REPO / "demo.yaml"
 
 
 def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: dict | None = None,
-              check: bool = True, timeout: int = 1800, repo: Path = REPO) -> subprocess.CompletedProcess:
+              check: bool = True, timeout: int = 1800, repo: Path = REPO, env: dict | None = None
+              ) -> subprocess.CompletedProcess:
     """Run ``snakemake`` of the checkout ``repo`` (this one) in ``workdir`` with config overlays; return the result.
 
-    ``overrides`` is written to a YAML overlay applied last (Snakemake merges nested keys).
+    ``overrides`` is written to a YAML overlay applied last (Snakemake merges nested keys); ``env``
+    adds to (or replaces) the environment, which is offline for the hub unless it says otherwise.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     files = [str(c) for c in configs]
@@ -27,7 +29,7 @@ def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: di
         files.append(str(overlay))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory",
            str(workdir), "--cores", "2", *args, "--configfile", *files]   # --configfile takes the rest
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(workdir / ".hf"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(workdir / ".hf"), "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"

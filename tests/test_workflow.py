@@ -1,4 +1,5 @@
 """The workflow as users run it: config validation, the download plan, data through to targets."""
+import csv
 import json
 import re
 
@@ -97,6 +98,30 @@ def test_real_config_fine_tunes_its_default_experiment_from_the_released_light_m
                     overrides={"experiments": {"lite_bigG": {"init_from": "lite_bigG"}}})
     assert bad.returncode != 0
     assert "experiments.lite_bigG.init_from = 'lite_bigG' is not another experiment" in bad.stdout + bad.stderr
+
+
+def test_download_plan_gives_each_files_size_from_the_hub(tmp_path):
+    """checks/download_plan.tsv: every dataset file the real config downloads, with the size the
+    hub's metadata gives (HEAD requests only), and what is already here."""
+    from hub_server import FakeHub
+
+    overrides = {"clip_models": TINY_CLIP, "evaluate": {"clip_weights": "random"}}
+    planned = [f[len("data/mindeyev2/"):] for f in planned_downloads(tmp_path, **overrides)]
+    files = {f: bytes(100 + i) for i, f in enumerate(planned)}
+    here = tmp_path / "data/mindeyev2" / planned[0]
+    here.parent.mkdir(parents=True)
+    here.write_bytes(files[planned[0]])
+    with FakeHub(files) as hub:
+        snakemake(tmp_path, "checks/download_plan.tsv", configs=(REPO / "config.yaml",), overrides=overrides,
+                  env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.endpoint})
+        assert {method for method, _, _ in hub.requests} == {"HEAD"}
+    rows = list(csv.DictReader((tmp_path / "checks/download_plan.tsv").open(), delimiter="\t"))
+    assert [r["file"] for r in rows] == sorted(planned)
+    assert {r["file"]: int(r["bytes"]) for r in rows} == {f: len(b) for f, b in files.items()}
+    assert {r["file"]: r["status"] for r in rows} == {f: "here" if f == planned[0] else "to download" for f in planned}
+    todo = sum(len(b) for f, b in files.items() if f != planned[0])
+    log = (tmp_path / "logs/download_plan.log").read_text()
+    assert f"{len(planned)} hub files, {len(planned) - 1} to download: {todo / 1e9:.2f} GB (1 already here)" in log
 
 
 def test_missing_files_with_download_false_are_listed(tmp_path):
