@@ -52,6 +52,7 @@ _SHAPED_BY = (
     (("backbone.clip_proj",), "clip_emb_dim"),
     (("backbone.mixer_blocks",), "hidden_dim, n_blocks"),
     (("ridge.",), "hidden_dim"),
+    (("backbone.clip_mean",), "clip_exclude_mean"),
     (("diffusion_prior.",), "clip_seq_dim, clip_emb_dim, use_prior, prior_depth, prior_dim_head, prior_heads"),
 )
 
@@ -61,6 +62,14 @@ def _shaped_by(key: str, cfg: BrainConfig) -> str:
         if key.startswith(prefixes):
             return ", ".join(f"{n} = {getattr(cfg, n)!r}" for n in names.split(", "))
     return "backbone"
+
+
+def check_fit(model: MindEyeModel, state: dict, path, skip=lambda key: False) -> None:
+    """Raise CheckpointMismatch listing the first ``misfits`` of ``state`` (from ``path``)."""
+    wrong = misfits(model, state, skip)
+    if wrong:
+        raise CheckpointMismatch(f"{path}: does not fit the configured model: " + "; ".join(wrong[:6])
+                                 + (f"; and {len(wrong) - 6} more" if len(wrong) > 6 else ""))
 
 
 def misfits(model: MindEyeModel, state: dict, skip=lambda key: False) -> list[str]:
@@ -78,6 +87,17 @@ def misfits(model: MindEyeModel, state: dict, skip=lambda key: False) -> list[st
             out.append(f"{key}: checkpoint {tuple(state[key].shape)}, configured {tuple(own[key].shape)} "
                        f"({_shaped_by(key, cfg)})")
     return out
+
+
+def load_released(path: str | Path, cfg: BrainConfig, device="cpu") -> MindEyeModel:
+    """A model of ``cfg`` (the experiment's) with every weight of the checkpoint ``path`` (upstream's
+    layout: no config of ours is in it), loaded strictly; a misfit names each key, both shapes and
+    the config values that shape it."""
+    model = MindEyeModel(cfg)
+    state = read_model_state(path)
+    check_fit(model, state, path)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
 
 
 def check_config(ckpt: dict, path, **expected) -> None:

@@ -18,6 +18,8 @@ TRAIN_KEYS = ("num_epochs", "batch_size", "grad_accum", "max_lr", "lr_scheduler"
               "activation_checkpointing", "val_images")
 # Data and initialisation.
 DATA_KEYS = ("clip_target", "subjects", "num_sessions", "init_from")
+# An experiment with a ``checkpoint`` (a released model) is not trained: its stages load that file.
+CHECKPOINT_KEY = "checkpoint"
 # Read by the stage but without effect on its result (no rerun when they change).
 RUNTIME_KEYS = ("device", "wandb", "wandb_project", "train_mem_mb", "train_runtime")
 
@@ -38,3 +40,20 @@ def train_params(config: dict, name: str) -> str:
     out["clip"] = config["clip_models"][exp["clip_target"]]
     out["new_test"] = config["new_test"]
     return json.dumps(out, sort_keys=True)
+
+
+def model_params(config: dict, name: str) -> str:
+    """The brain model's architecture of an experiment (what a checkpoint it loads must fit)."""
+    exp = resolve(config, name)
+    out = {k: exp[k] for k in MODEL_KEYS if k in exp}
+    out["clip"] = config["clip_models"][exp["clip_target"]]
+    return json.dumps(out, sort_keys=True)
+
+
+def brain_config(settings: dict, num_voxels: list[int]):
+    """``BrainConfig`` of ``settings`` (``model_params`` or the train params, parsed) for subjects
+    with ``num_voxels``."""
+    from .models import BrainConfig
+
+    return BrainConfig(num_voxels=list(num_voxels), clip_seq_dim=settings["clip"]["seq_dim"],
+                       clip_emb_dim=settings["clip"]["emb_dim"], **{k: settings[k] for k in MODEL_KEYS if k in settings})

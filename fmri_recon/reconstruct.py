@@ -37,6 +37,20 @@ def output_paths(out_dir: str | Path, name: str, blurry: bool = False) -> dict[s
 
 
 @torch.no_grad()
+def brain_model(inputs, model_settings: str, num_voxels: int):
+    """An experiment's brain model: its released checkpoint (input ``released``) built with the
+    experiment's architecture (``model_settings``, experiment.model_params), or the ``last.pth`` its
+    training wrote beside the ``train`` stats (rebuilt from the config saved in it)."""
+    import json
+
+    from . import checkpoint, experiment
+
+    if "released" in inputs.keys():
+        cfg = experiment.brain_config(json.loads(model_settings), [num_voxels])
+        return checkpoint.load_released(inputs.released, cfg)
+    return checkpoint.load_model(Path(inputs.train).parent / "last.pth")[0]
+
+
 def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int, seed: int,
                      batch_size: int = 16, device="cpu") -> dict[str, torch.Tensor]:
     """backbones, clipvoxels, prior_out (n,S,E) from test voxels (n,3,V): per-repeat outputs averaged."""

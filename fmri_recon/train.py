@@ -145,10 +145,7 @@ def init_from_pretrained(model: MindEyeModel, path: str | Path) -> None:
         # this run's statistic, set after (clip_exclude_mean, our deviation: upstream's have none)
         return key.startswith("ridge.linears.") and key != "ridge.linears.0.bias" or key == "backbone.clip_mean"
 
-    wrong = checkpoint.misfits(model, state, skip=ridge)
-    if wrong:
-        raise checkpoint.CheckpointMismatch(f"{path}: does not fit the configured model: " + "; ".join(wrong[:6])
-                                            + (f"; and {len(wrong) - 6} more" if len(wrong) > 6 else ""))
+    checkpoint.check_fit(model, state, path, skip=ridge)
     model.load_state_dict({k: v for k, v in state.items() if not ridge(k)}, strict=False)
 
 

@@ -118,7 +118,7 @@ def needed_files(subjects=None):
         files.add(ev["masks"])
         specs = [DECODER["weights"], ev["gnet"]]
         specs += [released_converter(c) for c in used_clip_models() if released_converter(c)]
-        specs += [experiment(e).get("init_from") or "" for e in config["experiments"]]
+        specs += [experiment(e).get(k) or "" for e in config["experiments"] for k in ("init_from", "checkpoint")]
         if blurry_experiments():
             specs += [LOWLEVEL["vae"], LOWLEVEL["teacher"]]
         files.update(spec[len("data:") :] for spec in specs if spec.startswith("data:"))
@@ -218,6 +218,18 @@ def train_stats(name):
     return f"train_logs/{name}/train_stats.json"
 
 
+def model_params(name):
+    """An experiment's brain architecture, as a param (what a released checkpoint must fit)."""
+    return fmri_experiment.model_params(config, name) if run_kind(name) == "experiment" else ""
+
+
+def brain_model_inputs(name):
+    """What the stages running an experiment's brain model read: the released checkpoint it names
+    (`checkpoint`: no training in the DAG), or its training's stats (its last.pth lies beside them)."""
+    spec = experiment(name).get(fmri_experiment.CHECKPOINT_KEY)
+    return {"released": present([spec_file(spec)])[0]} if spec else {"train": train_stats(name)}
+
+
 def clip_weights(clip):
     """Local file of a clip_models entry: a hub file under weights_dir/hub, or a random model."""
     spec = config["clip_models"][clip]["weights"]
@@ -298,7 +310,7 @@ def reconstruct_inputs(w):
         **converters(w.name),
     }
     if run_kind(w.name) == "experiment":
-        inputs["train"] = train_stats(w.name)
+        inputs.update(brain_model_inputs(w.name))
     return inputs
 
 
@@ -321,7 +333,7 @@ def evaluate_inputs(w):
         inputs.update(
             enhanced=evals_file(name, "enhancedrecons"),
             clipvoxels=evals_file(name, "clipvoxels"),
-            train=train_stats(name),
+            **brain_model_inputs(name),
         )
     if has_blurry(name):
         inputs["blurry"] = evals_file(name, "blurryrecons")
@@ -360,6 +372,11 @@ def _check_config():
             raise WorkflowError(
                 f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "
                 f"clip_models (have {sorted(config['clip_models'])})"
+            )
+        if exp.get("checkpoint") and exp.get("init_from"):
+            raise WorkflowError(
+                f"config: experiments.{name} has both checkpoint (evaluate a released model, no training) "
+                "and init_from (train from a start): keep one"
             )
         init = exp.get("init_from")
         if (

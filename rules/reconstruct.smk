@@ -120,6 +120,7 @@ rule reconstruct:
         num_sessions=config["num_sessions"],
         new_test=config["new_test"],
         kind=lambda w: run_kind(w.name),
+        model=lambda w: model_params(w.name),
     script:
         "../scripts/reconstruct.py"
 
@@ -127,7 +128,7 @@ rule reconstruct:
 # The blurry branch's reconstructions: its latents (averaged over repeats) through the SD VAE.
 rule blurry:
     input:
-        train=train_stats("{name}"),
+        unpack(lambda w: brain_model_inputs(w.name)),
         vae=lambda w: present([lowlevel_weights("vae")])[0],
         summary=subject_summary(),
         betas=data_input(nsd.betas_file(SUBJECT)),
@@ -147,6 +148,7 @@ rule blurry:
         gpu=1,
     params:
         tiny_vae=LOWLEVEL["vae"] == "random",
+        model=lambda w: model_params(w.name),
         precision=LOWLEVEL["precision"],
         device=LOWLEVEL["device"],
         data_dir=lambda w, input: os.path.dirname(input.betas),

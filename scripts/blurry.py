@@ -2,11 +2,9 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
-from pathlib import Path
-
 import torch
 
-from fmri_recon import checkpoint, helpers, lowlevel, nsd, reconstruct, runlog
+from fmri_recon import helpers, lowlevel, nsd, reconstruct, runlog
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -14,7 +12,7 @@ inp, p = snakemake.input, snakemake.params
 device, dtype = helpers.resolve_device(p.device, p.precision)
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
 voxels = torch.from_numpy(split.test_voxels())
-model, _ = checkpoint.load_model(Path(inp.train).parent / "last.pth")
+model = reconstruct.brain_model(inp, p.model, voxels.shape[-1])
 vae = lowlevel.load_vae(inp.vae, tiny=p.tiny_vae, device=device, dtype=dtype)
 images = reconstruct.blurry_recons(model, voxels, vae, device=device)
 with helpers.atomic_output(snakemake.output[0]) as tmp:

@@ -49,7 +49,8 @@ else:
     model_scores = evaluate.score_brain_model(
         evaluate.load_pt(inp.clipvoxels), TargetCache(inp.targets).get(split.test_images), *texts, **captioning,
         draws=ev["retrieval_draws"], draw_size=ev["retrieval_size"])
-    train_stats = json.loads(open(inp.train).read())
+    if "train" in inp.keys():   # a released checkpoint's experiment has no training of ours
+        train_stats = json.loads(open(inp.train).read())
 rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), image=image, brain=brain,
                               retrieval=model_scores.get("retrieval"), captions=model_scores.get("captions"),
                               captions_relative=model_scores.get("captions_relative"), train_stats=train_stats,

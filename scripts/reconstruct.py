@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmri_recon import checkpoint, clip_targets, converter, helpers, images, nsd, reconstruct, runlog, train_data
+from fmri_recon import clip_targets, converter, helpers, images, nsd, reconstruct, runlog, train_data
 from fmri_recon.captions import GitCaptioner
 from fmri_recon.unclip import UnclipDecoder
 
@@ -20,8 +20,8 @@ device, dtype = helpers.resolve_device(p.device, dec["precision"])
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
 
 if p.kind == "experiment":                             # predictions from the brain
-    model, _ = checkpoint.load_model(Path(inp.train).parent / "last.pth")
     data = train_data.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets)
+    model = reconstruct.brain_model(inp, p.model, data.subjects[0].num_voxels)
     emb = reconstruct.brain_embeddings(model, data.subjects[0].test_voxels, prior_steps=dec["prior_steps"],
                                        seed=dec["seed"], device=device)
     del model, data                                    # the decoder gets the card to itself

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import torch
 
-from fmri_recon import lowlevel, runlog, train, train_data
-from fmri_recon.experiment import MODEL_KEYS
-from fmri_recon.models import BrainConfig
+from fmri_recon import experiment, lowlevel, runlog, train, train_data
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -21,9 +19,7 @@ blurry = exp["blurry_recon"]
 data = train_data.load(p.data_dir, exp["subjects"], exp["num_sessions"], exp["new_test"], inp.targets,
                        lowlevel_path=inp.lowlevel if blurry else None)
 teacher = lowlevel.load_teacher(inp.teacher, tiny=p.tiny_teacher) if blurry else None
-model_keys = {k: exp[k] for k in MODEL_KEYS if k in exp}
-brain = BrainConfig(num_voxels=[s.num_voxels for s in data.subjects], clip_seq_dim=exp["clip"]["seq_dim"],
-                    clip_emb_dim=exp["clip"]["emb_dim"], **model_keys)
+brain = experiment.brain_config(exp, [s.num_voxels for s in data.subjects])
 train_keys = {f.name for f in fields(train.TrainConfig)}       # the experiment also holds model and data keys
 tc = train.TrainConfig.from_dict({**{k: v for k, v in exp.items() if k in train_keys},
                                   "device": p.device, "wandb": p.wandb})

@@ -113,3 +113,22 @@ def test_check_decoder_says_which_token_space_the_decoder_expects(demo_run):
         assert "no clear preference" in report["report"]
     else:
         assert report["expects"] == "post_ln_post" and "agrees" in report["report"]
+
+
+UPSTREAM_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "lr_scheduler", "train_losses", "test_losses",
+                 "lrs")
+
+
+def test_a_released_checkpoint_is_evaluated_without_training(demo_run, tmp_path):
+    """An experiment naming a checkpoint in upstream's layout (here the demo's own lite_bigG, with
+    our keys stripped) has no train job, and its brain model decodes exactly what lite_bigG's does."""
+    ckpt = torch.load(demo_run / "train_logs/lite_bigG/last.pth", weights_only=False)
+    torch.save({k: ckpt[k] for k in UPSTREAM_KEYS}, tmp_path / "last.pth")
+    overlay = {"experiments": {"released_lite": {"checkpoint": f"file:{tmp_path / 'last.pth'}"}}}
+    target = "evals/released_lite/released_lite_all_recons.pt"
+    plan = snakemake(demo_run, "-n", "tables/released_lite.csv", overrides=overlay).stdout
+    assert "rule reconstruct:" in plan and "rule evaluate:" in plan and "rule train:" not in plan
+    snakemake(demo_run, target, overrides=overlay)
+    for kind in ("recons", "clipvoxels", "predcaptions"):
+        got, want = load(demo_run, "released_lite", kind), load(demo_run, "lite_bigG", kind)
+        assert (got == want).all() if kind == "predcaptions" else torch.equal(got, want), kind

@@ -316,3 +316,16 @@ def test_fp16_on_cpu_is_refused_clearly(tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         train.run(fake_data(), tiny_cfg(), tiny_tc(precision="fp16"), tmp_path, {"subjects": [1]})
+
+
+def test_a_released_model_loads_strictly_into_the_experiments_architecture(tmp_path):
+    released = released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30,)))
+    model = checkpoint.load_released(tmp_path / "last.pth", tiny_cfg(voxels=(30,)))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in released.items())
+    assert not model.training
+    with pytest.raises(checkpoint.CheckpointMismatch,
+                       match=r"backbone.clip_mean \(4, 8\): missing from the checkpoint \(clip_exclude_mean = True\)"):
+        checkpoint.load_released(tmp_path / "last.pth", tiny_cfg(voxels=(30,), clip_exclude_mean=True))
+    with pytest.raises(checkpoint.CheckpointMismatch, match=r"ridge.linears.0.weight: checkpoint \(16, 30\), "
+                                                            r"configured \(16, 31\) \(hidden_dim = 16\)"):
+        checkpoint.load_released(tmp_path / "last.pth", tiny_cfg(voxels=(31,)))

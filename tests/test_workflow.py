@@ -100,6 +100,21 @@ def test_real_config_fine_tunes_its_default_experiment_from_the_released_light_m
     assert "experiments.lite_bigG.init_from = 'lite_bigG' is not another experiment" in bad.stdout + bad.stderr
 
 
+def test_a_released_final_model_goes_straight_to_reconstruction(tmp_path):
+    """An experiment naming upstream's released final model is downloaded and decoded (blurry
+    branch included), never trained; naming both a checkpoint and a start is refused."""
+    final = "train_logs/final_subj01_pretrained_1sess_24bs/last.pth"
+    overlay = {"experiments": {"final_1sess": {"checkpoint": f"data:{final}", "hidden_dim": 4096,
+                                               "blurry_recon": True, "clip_exclude_mean": False}}}
+    out = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=overlay).stdout
+    jobs = re.findall(r"rule (\w+):\n(?:\s+\w+:.*\n)*?\s+wildcards: (?:name|experiment)=final_1sess\n", out)
+    assert sorted(jobs) == ["blurry", "evaluate", "reconstruct", "refine"], jobs
+    assert f"output: data/mindeyev2/{final}" in out
+    both = {"experiments": {"final_1sess": {**overlay["experiments"]["final_1sess"], "init_from": "lite_bigG"}}}
+    bad = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=both, check=False)
+    assert bad.returncode != 0 and "experiments.final_1sess has both checkpoint" in bad.stdout + bad.stderr
+
+
 def test_download_plan_gives_each_files_size_from_the_hub(tmp_path):
     """checks/download_plan.tsv: every dataset file the real config downloads, with the size the
     hub's metadata gives (HEAD requests only), and what is already here."""
