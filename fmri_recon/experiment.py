@@ -20,6 +20,10 @@ TRAIN_KEYS = ("num_epochs", "batch_size", "grad_accum", "max_lr", "lr_scheduler"
 DATA_KEYS = ("clip_target", "subjects", "num_sessions", "init_from")
 # An experiment with a ``checkpoint`` (a released model) is not trained: its stages load that file.
 CHECKPOINT_KEY = "checkpoint"
+# An experiment with ``outputs`` (a released evals/ folder) is only scored: these files of it, as
+# upstream's recon_inference and enhanced notebooks write them (the blurry ones with blurry_recon).
+OUTPUTS_KEY = "outputs"
+RELEASED_OUTPUTS = ("recons", "enhancedrecons", "clipvoxels", "predcaptions")
 # Read by the stage but without effect on its result (no rerun when they change).
 RUNTIME_KEYS = ("device", "wandb", "wandb_project", "train_mem_mb", "train_runtime")
 

@@ -119,6 +119,7 @@ def needed_files(subjects=None):
         specs = [DECODER["weights"], ev["gnet"]]
         specs += [released_converter(c) for c in used_clip_models() if released_converter(c)]
         specs += [experiment(e).get(k) or "" for e in config["experiments"] for k in ("init_from", "checkpoint")]
+        specs += [f for e in config["experiments"] for f in released_outputs(e).values()]
         if blurry_experiments():
             specs += [LOWLEVEL["vae"], LOWLEVEL["teacher"]]
         files.update(spec[len("data:") :] for spec in specs if spec.startswith("data:"))
@@ -218,6 +219,28 @@ def train_stats(name):
     return f"train_logs/{name}/train_stats.json"
 
 
+def released_outputs(name):
+    """{kind: file} of the released evals folder an experiment only scores (`outputs`: data:evals/<model>
+    or file:<folder>, holding <model>_all_<kind>.pt as upstream names them), or {}."""
+    spec = experiment(name).get(fmri_experiment.OUTPUTS_KEY) if run_kind(name) == "experiment" else None
+    if not spec:
+        return {}
+    folder = spec.rstrip("/")
+    model = os.path.basename(folder)
+    kinds = [*fmri_experiment.RELEASED_OUTPUTS, *(["blurryrecons"] if has_blurry(name) else [])]
+    return {k: f"{folder}/{model}_all_{k}.pt" for k in kinds}
+
+
+def names_regex(names):
+    """A wildcard constraint matching exactly `names` (none: a pattern that matches nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def decoded_names():
+    """The runs our decoding stages make (reconstruct, blurry, refine): all but scored-only ones."""
+    return [n for n in recon_names() if not released_outputs(n)]
+
+
 def model_params(name):
     """An experiment's brain architecture, as a param (what a released checkpoint must fit)."""
     return fmri_experiment.model_params(config, name) if run_kind(name) == "experiment" else ""
@@ -225,8 +248,11 @@ def model_params(name):
 
 def brain_model_inputs(name):
     """What the stages running an experiment's brain model read: the released checkpoint it names
-    (`checkpoint`: no training in the DAG), or its training's stats (its last.pth lies beside them)."""
+    (`checkpoint`: no training in the DAG), its training's stats (its last.pth lies beside them),
+    or nothing (`outputs`: released outputs, no model)."""
     spec = experiment(name).get(fmri_experiment.CHECKPOINT_KEY)
+    if released_outputs(name):
+        return {}
     return {"released": present([spec_file(spec)])[0]} if spec else {"train": train_stats(name)}
 
 
@@ -372,6 +398,11 @@ def _check_config():
             raise WorkflowError(
                 f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "
                 f"clip_models (have {sorted(config['clip_models'])})"
+            )
+        if exp.get("outputs") and (exp.get("checkpoint") or exp.get("init_from")):
+            raise WorkflowError(
+                f"config: experiments.{name} has outputs (score released reconstructions, no model) and "
+                "also checkpoint or init_from: keep one"
             )
         if exp.get("checkpoint") and exp.get("init_from"):
             raise WorkflowError(

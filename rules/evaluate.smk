@@ -29,6 +29,29 @@ rule eval_weights:
         "../scripts/eval_weights.py"
 
 
+# Released reconstructions (an experiment's `outputs`: upstream's evals/<model>/ folder) as the
+# files evaluate reads: scoring them checks our metrics against the paper's numbers.
+rule released_output:
+    input:
+        lambda w: present([spec_file(released_outputs(w.name)[w.kind])]),
+        code=code("released_output.py"),
+    output:
+        evals_file("{name}", "{kind}"),
+    log:
+        "logs/released_output/{name}_{kind}.log",
+    wildcard_constraints:
+        name=names_regex([n for n in recon_names() if released_outputs(n)]),
+        kind="recons|enhancedrecons|blurryrecons|clipvoxels|predcaptions",
+    conda:
+        f"{ENVS}/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../scripts/released_output.py"
+
+
 # The ground truth's features for the network metrics: the same for every evaluate job of a run.
 rule gt_features:
     input:

@@ -104,6 +104,8 @@ rule reconstruct:
         "logs/reconstruct/{name}.log",
     benchmark:
         "benchmarks/reconstruct/{name}.tsv"
+    wildcard_constraints:
+        name=names_regex(decoded_names()),
     conda:
         f"{ENVS}/reconstruct.yaml"
     threads: 2
@@ -139,6 +141,8 @@ rule blurry:
         "logs/blurry/{name}.log",
     benchmark:
         "benchmarks/blurry/{name}.tsv"
+    wildcard_constraints:
+        name=names_regex(decoded_names()),
     conda:
         f"{ENVS}/train.yaml"
     threads: 2

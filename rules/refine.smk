@@ -11,6 +11,8 @@ rule refine:
         "logs/refine/{name}.log",
     benchmark:
         "benchmarks/refine/{name}.tsv"
+    wildcard_constraints:
+        name=names_regex(decoded_names()),
     conda:
         f"{ENVS}/reconstruct.yaml"
     threads: 2

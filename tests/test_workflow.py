@@ -115,6 +115,21 @@ def test_a_released_final_model_goes_straight_to_reconstruction(tmp_path):
     assert bad.returncode != 0 and "experiments.final_1sess has both checkpoint" in bad.stdout + bad.stderr
 
 
+def test_released_reconstructions_are_only_scored(tmp_path):
+    """An experiment naming upstream's released evals/ folder downloads its tensors (the blurry ones
+    too with blurry_recon) and runs evaluate on them: no train, reconstruct or refine job."""
+    folder = "evals/final_subj01_pretrained_1sess_24bs"
+    overlay = {"experiments": {"paper_1sess": {"outputs": f"data:{folder}", "blurry_recon": True}}}
+    out = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=overlay).stdout
+    jobs = re.findall(r"rule (\w+):\n(?:\s+\w+:.*\n)*?\s+wildcards: (?:\w+=\w+, )*(?:name|experiment)=paper_1sess\b", out)
+    assert sorted(jobs) == ["evaluate"] + ["released_output"] * 5, jobs
+    for kind in ("recons", "enhancedrecons", "blurryrecons", "clipvoxels", "predcaptions"):
+        assert f"output: data/mindeyev2/{folder}/final_subj01_pretrained_1sess_24bs_all_{kind}.pt" in out
+    both = {"experiments": {"paper_1sess": {**overlay["experiments"]["paper_1sess"], "init_from": "lite_bigG"}}}
+    bad = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=both, check=False)
+    assert bad.returncode != 0 and "experiments.paper_1sess has outputs" in bad.stdout + bad.stderr
+
+
 def test_download_plan_gives_each_files_size_from_the_hub(tmp_path):
     """checks/download_plan.tsv: every dataset file the real config downloads, with the size the
     hub's metadata gives (HEAD requests only), and what is already here."""
