@@ -175,6 +175,7 @@ def foreign_config(data):
             "targets": {"device": "cpu"}, "decoder": {"weights": "random", "device": "cpu"},
             "captions": {"weights": "random"}, "refine": {"base": "random", "device": "cpu"},
             "lowlevel": {"vae": "random", "teacher": "random"},
+            "experiments": {"lite_bigG": {"init_from": None}},   # tiny models: not the released light model
             "evaluate": {"gnet": "random", "nets": "random", "clip_weights": "random"}}
 
 
