@@ -141,12 +141,12 @@ def init_from_pretrained(model: MindEyeModel, path: str | Path) -> None:
     training step, naming the key, both shapes and the config values that shape it."""
     state = checkpoint.read_model_state(path)
 
-    def ridge(key):        # not loaded (the weights) or only the first one (the bias); clip_mean is
+    def not_loaded(key):   # not loaded (the weights) or only the first one (the bias); clip_mean is
         # this run's statistic, set after (clip_exclude_mean, our deviation: upstream's have none)
         return key.startswith("ridge.linears.") and key != "ridge.linears.0.bias" or key == "backbone.clip_mean"
 
-    checkpoint.check_fit(model, state, path, skip=ridge)
-    model.load_state_dict({k: v for k, v in state.items() if not ridge(k)}, strict=False)
+    checkpoint.check_fit(model, state, path, skip=not_loaded)
+    model.load_state_dict({k: v for k, v in state.items() if not not_loaded(k)}, strict=False)
 
 
 # --------------------------------------------------------------------------- one step

@@ -41,7 +41,7 @@ rule released_output:
         "logs/released_output/{name}_{kind}.log",
     wildcard_constraints:
         name=names_regex([n for n in recon_names() if released_outputs(n)]),
-        kind="recons|enhancedrecons|blurryrecons|clipvoxels|predcaptions",
+        kind=names_regex([*fmri_experiment.RELEASED_OUTPUTS, "blurryrecons"]),
     conda:
         f"{ENVS}/evaluate.yaml"
     threads: 1
