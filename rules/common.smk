@@ -1,10 +1,12 @@
 # Small input functions and config helpers shared by the rules.
+import csv
 import json
 import os
 import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from fmri_recon import code_deps
 from fmri_recon import experiment as fmri_experiment
@@ -277,6 +279,26 @@ def planned_hub_files():
         org, repo, filename = spec[len("hf://") :].split("/", 2)
         out.append(["model", f"{org}/{repo}", filename, f"{WEIGHTS}/hub/{spec[len('hf://'):]}"])
     return out
+
+
+def announce_downloads(plan):
+    """Say on every run that still has hub files to fetch how many, and how many GB once the plan
+    rule's table `plan` has their sizes from the hub: no network while the DAG is built."""
+    todo = [(repo, name) for _, repo, name, local in planned_hub_files() if not os.path.exists(local)]
+    if not todo:
+        return
+    sizes = {}
+    if os.path.exists(plan):
+        with open(plan, newline="") as f:
+            sizes = {(r["repo"], r["file"]): r["bytes"] for r in csv.DictReader(f, delimiter="\t")}
+    known = [sizes.get(key) for key in todo]
+    if all(known):
+        logger.info(f"download: {len(todo)} hub files to fetch, {sum(map(int, known)) / 1e9:.2f} GB ({plan})")
+    else:
+        logger.info(
+            f"download: {len(todo)} hub files to fetch; `snakemake {plan}` gives their sizes "
+            "from the hub's metadata (HEAD requests only)"
+        )
 
 
 # --------------------------------------------------------------------------- input functions

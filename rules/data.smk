@@ -107,3 +107,7 @@ rule check_data:
         new_test=config["new_test"],
     script:
         "../scripts/check_data.py"
+
+
+# The bill before paying it: how many hub files this run still fetches, and GB once planned.
+announce_downloads(rules.download_plan.output[0])

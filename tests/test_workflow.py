@@ -137,7 +137,7 @@ def test_download_plan_gives_each_files_size_from_the_hub(tmp_path):
 
     overrides = {"clip_models": TINY_CLIP, "evaluate": {"clip_weights": "random"}}
     planned = [f[len("data/mindeyev2/"):] for f in planned_downloads(tmp_path, **overrides)]
-    files = {f: bytes(100 + i) for i, f in enumerate(planned)}
+    files = {f: bytes((i + 1) * 1_000_000) for i, f in enumerate(planned)}   # 0.1 GB in all
     here = tmp_path / "data/mindeyev2" / planned[0]
     here.parent.mkdir(parents=True)
     here.write_bytes(files[planned[0]])
@@ -152,6 +152,9 @@ def test_download_plan_gives_each_files_size_from_the_hub(tmp_path):
     todo = sum(len(b) for f, b in files.items() if f != planned[0])
     log = (tmp_path / "logs/download_plan.log").read_text()
     assert f"{len(planned)} hub files, {len(planned) - 1} to download: {todo / 1e9:.2f} GB (1 already here)" in log
+    dry = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=overrides)   # offline: the plan's sizes
+    said = f"download: {len(planned) - 1} hub files to fetch, {todo / 1e9:.2f} GB (checks/download_plan.tsv)"
+    assert said in dry.stdout + dry.stderr
 
 
 def test_missing_files_with_download_false_are_listed(tmp_path):
