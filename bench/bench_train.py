@@ -4,6 +4,7 @@
     python bench/bench_train.py --lite               # upstream's lite config: parameter counts only
     python bench/bench_train.py --hidden-dim 1024 --seq 256 --emb 1664 --voxels 15724 --steps 5
     python bench/bench_train.py --blurry tiny        # with the blurry branch (tiny | xlarge teacher)
+    torchrun --standalone --nproc-per-node 2 bench/bench_train.py --json   # 2 ranks (bench_distributed.py)
 
 Synthetic voxels and targets of the requested shapes (timing does not depend on values);
 the run goes through fmri_recon.train.run, so it measures the real training step.
@@ -11,6 +12,8 @@ the run goes through fmri_recon.train.run, so it measures the real training step
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
 
@@ -31,7 +34,7 @@ def lite_counts() -> dict:
 def bench(args) -> dict:
     from fmri_recon import train
     from fmri_recon.models import BrainConfig
-    from fmri_recon.train_data import LowLevelData, SubjectData, TrainData
+    from fmri_recon.train_data import ImagesInMemory, LowLevelData, SubjectData, TrainData
 
     n = args.batch_size * args.steps
     g = torch.Generator().manual_seed(0)
@@ -48,15 +51,18 @@ def bench(args) -> dict:
 
         teacher = lowlevel.build_teacher(tiny=args.blurry == "tiny").eval().requires_grad_(False)
         data.lowlevel = LowLevelData(torch.randn(n + 8, 4, 28, 28, generator=g).half(),
-                                     torch.randn(n + 8, 49, 512, generator=g).half(), np.arange(n + 8),
-                                     torch.rand(n + 8, 3, 224, 224, generator=g).half())
+                                     torch.randn(n + 8, 49, 512, generator=g).half(),
+                                     ImagesInMemory(np.arange(n + 8), torch.rand(n + 8, 3, 224, 224, generator=g).half()))
     tc = train.TrainConfig(num_epochs=2, batch_size=args.batch_size, grad_accum=args.grad_accum,
                            precision=args.precision, ckpt_interval=100, val_images=8, device=args.device,
-                           deepspeed_offload=args.deepspeed, mixup_pct=0.5)
+                           deepspeed_offload=args.deepspeed, mixup_pct=0.5,
+                           num_processes=int(os.environ.get("WORLD_SIZE", 1)))   # under torchrun: its ranks
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         stats = train.run(data, cfg, tc, tmp, {"bench": True}, teacher=teacher)
         wall = time.perf_counter() - t0
+    if "final" not in stats:                          # a rank but 0 of a torchrun launch
+        return None
     epoch_s = stats["final"]["epoch_time_s"]          # the second epoch: warmed up; includes validation
     return {"samples_per_s": n / epoch_s, "epoch_s": epoch_s, "run_s": wall,
             "peak_memory_mb": stats["peak_memory_mb"], "device": stats["device"], "params": stats["params"]}
@@ -78,7 +84,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--deepspeed", action="store_true")
     ap.add_argument("--blurry", choices=["tiny", "xlarge"], help="with the blurry branch and this ConvNeXt teacher")
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON line (bench_distributed.py)")
     args = ap.parse_args()
+    if args.json:
+        result = bench(args)
+        if result is not None:
+            print("RESULT " + json.dumps(result), flush=True)
+        return
     counts = lite_counts()
     print("lite config (h=1024, bigG 256x1664, no blurry, V=15724): " +
           ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f"  (total {counts['total'] / 1e6:.1f} M trainable)")

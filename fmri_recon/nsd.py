@@ -88,7 +88,11 @@ def read_tar(path: str | Path) -> dict[str, np.ndarray]:
     path = helpers.need(Path(path))
     arrays: dict[str, list] = {k: [] for k in SAMPLE_ARRAYS}
     try:
-        for sample in wds.WebDataset(str(path), shardshuffle=False, handler=wds.reraise_exception).decode():
+        # every process reads the whole tar (each rank of a multi-GPU training needs every trial):
+        # no node or worker split, which webdataset would otherwise demand under torchrun
+        dataset = wds.WebDataset(str(path), shardshuffle=False, handler=wds.reraise_exception,
+                                 nodesplitter=None, workersplitter=None)
+        for sample in dataset.decode():
             _check_sample(path, sample)
             for k in SAMPLE_ARRAYS:
                 arrays[k].append(sample[f"{k}.npy"])

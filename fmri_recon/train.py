@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, helpers, losses
+from . import checkpoint, distributed, helpers, losses
 from .models import BrainConfig, MindEyeModel, parameter_counts
 from .train_data import SubjectData, TrainData
 
@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 42
     precision: str = "bf16"         # fp32 | bf16 | fp16
     deepspeed_offload: bool = False  # DeepSpeed ZeRO-2 + CPU optimizer offload (bf16 weights, no autocast)
+    num_processes: int = 1          # ranks (GPUs) sharing each global batch (fmri_recon.distributed)
     activation_checkpointing: bool = True   # recompute the prior's layers in backward (same gradients)
     val_images: int = 300           # first N unique test images, as upstream's validation
     device: str = "auto"
@@ -81,6 +82,7 @@ def make_accelerator(tc: TrainConfig, micro_batch: int):
     Adam state offloaded to the CPU). DeepSpeed runs on a CPU too (its CPU accelerator), which
     is how the tests exercise this path."""
     from accelerate import Accelerator, DeepSpeedPlugin
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available() and tc.device != "cpu"
     if tc.precision == "fp16" and not cuda:
@@ -93,7 +95,9 @@ def make_accelerator(tc: TrainConfig, micro_batch: int):
             os.environ.setdefault(k, v)   # a single-process job started by Snakemake, not `accelerate launch`
         plugin = DeepSpeedPlugin(zero_stage=2, offload_optimizer_device="cpu",
                                  gradient_accumulation_steps=tc.grad_accum, gradient_clipping=None)
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch   # we feed our own batches
+        plugin.deepspeed_config.update(   # we feed our own batches; "auto" would count processes as accelerate
+            train_micro_batch_size_per_gpu=micro_batch // tc.num_processes,   # does (1 on a CPU, wrongly)
+            train_batch_size=micro_batch // tc.num_processes * tc.grad_accum * tc.num_processes)
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision]
     if not tc.deepspeed_offload:
         # accelerate keeps one process-wide state that refuses another precision; a process that
@@ -101,8 +105,18 @@ def make_accelerator(tc: TrainConfig, micro_batch: int):
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=mixed, cpu=not cuda and plugin is None,
-                       gradient_accumulation_steps=tc.grad_accum, deepspeed_plugin=plugin)
+    # unused parameters: upstream's mixer blocks get no gradient (models/brain.py), nor does the
+    # ridge of a subject a rank holds no rows of in a step
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # split_batches: the ranks share one global batch per step (fmri_recon.distributed), so the
+    # scheduler steps once per step, not once per rank
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda and plugin is None, kwargs_handlers=[ddp],
+                              gradient_accumulation_steps=tc.grad_accum, deepspeed_plugin=plugin,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if distributed.world()[1] != tc.num_processes:     # torch's count: accelerate's says 1 for DeepSpeed on a CPU
+        raise RuntimeError(f"num_processes: {tc.num_processes} configured, but {distributed.world()[1]} "
+                           "processes were launched")
+    return accelerator
 
 
 def uses_deepspeed(accelerator) -> bool:
@@ -157,33 +171,50 @@ class LossModel(torch.nn.Module):
         super().__init__()
         self.model, self.tc = model, tc
 
-    def forward(self, voxels: list, subj_idx: list, targets, mix=None, temp: float = 0.006, low=None) -> dict:
-        """``low``: (latent targets, teacher features, teacher features of the augmented images)."""
+    def forward(self, voxels: list, subj_idx: list, targets, mix=None, temp: float = 0.006, low=None,
+                rows: slice | None = None, noise_seed: int | None = None) -> dict:
+        """``voxels``: this rank's ``rows`` of the global micro-batch, per subject ``subj_idx``;
+        ``targets`` and ``mix``: the whole global micro-batch's (fmri_recon.distributed);
+        ``low``: (latent targets and teacher features of the global micro-batch, teacher features
+        of this rank's augmented images); ``noise_seed``: the prior's timesteps and noise."""
+        rows = rows if rows is not None else slice(None)
         backbone, clip_voxels, blur = self.model(voxels, subj_idx)
         zero = torch.zeros((), device=targets.device)
         out = {"prior": zero, "clip": zero, "blur_l1": zero, "blur_cont": zero}
         if self.model.diffusion_prior is not None and self.tc.prior_scale > 0:
             # QUIRK kept: during mixup the prior sees mixed-voxel backbones and unmixed targets.
-            out["prior"] = self.model.diffusion_prior(text_embed=backbone, image_embed=targets)[0]
+            times, noise = self.prior_noise(targets, noise_seed)
+            out["prior"] = self.model.diffusion_prior(text_embed=backbone, image_embed=targets[rows],
+                                                      times=times[rows], noise=noise[rows])[0]
         if clip_voxels is not None and self.tc.clip_scale > 0:
-            pred, targ = losses.flat_normalise(clip_voxels), losses.flat_normalise(targets)
+            pred = distributed.gather(losses.flat_normalise(clip_voxels))
+            targ = losses.flat_normalise(targets)
             out["clip"] = (losses.mixco_nce(pred, targ, 0.006, *mix) if mix is not None
                            else losses.soft_clip_loss(pred, targ, temp))
         if low is not None:
-            out["blur_l1"], out["blur_cont"] = self.blur_losses(blur, *low, mix)
+            out["blur_l1"], out["blur_cont"] = self.blur_losses(blur, *low, mix, rows)
         out["total"] = (self.tc.prior_scale * out["prior"] + self.tc.clip_scale * out["clip"]
                         + self.tc.blur_scale * (out["blur_l1"] + 0.1 * out["blur_cont"]))
         return out
 
-    def blur_losses(self, blur, latents, teacher, teacher_aug, mix):
+    def prior_noise(self, targets, seed: int | None):
+        """The prior's timesteps and noise for the global micro-batch: from ``seed`` (the same on
+        every rank), or from the RNG stream when no seed is given."""
+        prior = self.model.diffusion_prior
+        gen = None if seed is None else torch.Generator(device=targets.device).manual_seed(seed)
+        times = torch.randint(0, prior.num_timesteps, (len(targets),), generator=gen, device=targets.device)
+        return times, torch.randn(targets.shape, generator=gen, device=targets.device, dtype=targets.dtype)
+
+    def blur_losses(self, blur, latents, teacher, teacher_aug, mix, rows: slice):
         pred_latents, aux = blur
         if mix is not None and self.tc.blur_mix_targets:
             perm, betas, _ = mix
             b = betas.view(-1, 1, 1, 1).to(latents.dtype)
             latents = latents * b + latents[perm] * (1 - b)
-        l1 = torch.nn.functional.l1_loss(pred_latents.float(), latents.float())
-        rows = lambda x: torch.nn.functional.normalize(x.reshape(-1, x.shape[-1]).float(), dim=-1)  # noqa: E731
-        return l1, losses.soft_cont_loss(rows(aux), rows(teacher), rows(teacher_aug), temp=0.2)
+        l1 = torch.nn.functional.l1_loss(pred_latents.float(), latents[rows].float())
+        flat = lambda x: torch.nn.functional.normalize(x.reshape(-1, x.shape[-1]).float(), dim=-1)  # noqa: E731
+        aux, teacher_aug = distributed.gather(aux), distributed.gather(teacher_aug)   # contrastive: global batch
+        return l1, losses.soft_cont_loss(flat(aux), flat(teacher), flat(teacher_aug), temp=0.2)
 
 
 def epoch_batches(data: TrainData, tc: TrainConfig, epoch: int) -> list[list[np.ndarray]]:
@@ -211,29 +242,35 @@ def has_duplicate_images(data: TrainData, batch: list[np.ndarray]) -> bool:
     return len(np.unique(ids)) < len(ids)
 
 
-def micro_batches(data: TrainData, batch: list[np.ndarray], tc: TrainConfig, device, mixup: bool):
-    """Split a global batch into ``grad_accum`` micro-batches: (voxels, subj_idx, targets, mix, low),
-    ``low`` = (latent targets, teacher features, images) with the blurry branch, else None."""
+def micro_batches(data: TrainData, batch: list[np.ndarray], tc: TrainConfig, device, mixup: bool,
+                  seeds: list[list[int]]):
+    """Split a global batch into ``grad_accum`` micro-batches, each as the LossModel's arguments:
+    (voxels, subj_idx, targets, mix, low, rows, noise_seed). ``seeds[m]``: micro-batch m's
+    (mixup, prior noise) seeds; ``low`` = (latent targets, teacher features, this rank's images)
+    with the blurry branch, else None (fmri_recon.distributed: who holds what)."""
     for m in range(tc.grad_accum):
-        voxels, targets, perms, betas, selects, offset = [], [], [], [], [], 0
-        rows, ids = [], []
-        for k, (subj, idx) in enumerate(zip(data.subjects, batch)):
-            part = idx[m::tc.grad_accum]
-            v = subj.voxels[part].float().to(device)[:, None]
-            if mixup:
-                v, perm, beta, select = losses.mixco(v)
-                perms.append(perm + offset), betas.append(beta), selects.append(select)
-            voxels.append(v)
-            targets.append(data.targets[subj.target_index[part]])
-            rows.append(subj.target_index[part]), ids.append(subj.image_ids[part])
-            offset += len(part)
-        mix = (torch.cat(perms), torch.cat(betas), torch.cat(selects)) if mixup else None
+        parts = [idx[m::tc.grad_accum] for idx in batch]
+        rows = distributed.rank_rows(sum(len(p) for p in parts))
+        voxels, subj_idx, mixes, offset = [], [], [], 0
+        with torch.random.fork_rng(devices=[]):       # BiMixCo's draws: the same on every rank
+            torch.manual_seed(seeds[m][0])
+            for k, (subj, part) in enumerate(zip(data.subjects, parts)):
+                v = subj.voxels[part].float()[:, None]
+                if mixup:
+                    v, perm, beta, select = losses.mixco(v)
+                    mixes.append((perm + offset, beta, select))
+                lo, hi = max(rows.start - offset, 0), min(rows.stop - offset, len(part))
+                if lo < hi:                            # this rank's rows of subject k
+                    voxels.append(v[lo:hi].to(device)), subj_idx.append(k)
+                offset += len(part)
+        mix = tuple(torch.cat(x).to(device) for x in zip(*mixes)) if mixup else None
+        trows = torch.cat([s.target_index[p] for s, p in zip(data.subjects, parts)])
         low = None
         if data.lowlevel is not None:
-            rows, ll = torch.cat(rows), data.lowlevel
-            low = (ll.latents[rows].float().to(device), ll.teacher[rows].float().to(device),
-                   ll.images_of(np.concatenate(ids)).float().to(device))
-        yield voxels, list(range(len(voxels))), torch.cat(targets).float().to(device), mix, low
+            ll, ids = data.lowlevel, np.concatenate([s.image_ids[p] for s, p in zip(data.subjects, parts)])
+            low = (ll.latents[trows].float().to(device), ll.teacher[trows].float().to(device),
+                   ll.images_of(ids[rows]).float().to(device))
+        yield voxels, subj_idx, data.targets[trows].float().to(device), mix, low, rows, seeds[m][1]
 
 
 # --------------------------------------------------------------------------- validation
@@ -281,6 +318,24 @@ def rng_state() -> dict:
     return state
 
 
+def rank_rng_state(ckpt: dict | None, seed: int, epoch: int) -> None:
+    """Give every rank but 0 its own RNG stream (its dropout masks): the one it saved in ``ckpt``,
+    else one seeded by (seed, epoch, rank). Rank 0 keeps the single-process stream."""
+    rank, size = distributed.world()
+    if rank == 0:
+        return
+    saved = (ckpt or {}).get("rng_ranks") or []
+    if len(saved) == size:
+        set_rng_state(saved[rank])
+        return
+    if ckpt is not None:
+        log.warning("the checkpoint holds no RNG state for rank %d of %d: seeding it afresh", rank, size)
+    rank_seed = distributed.rank_seed(seed, epoch, rank)
+    random.seed(rank_seed)
+    np.random.seed(rank_seed)
+    torch.manual_seed(rank_seed)
+
+
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -297,7 +352,7 @@ def peak_memory_mb(device) -> float:
 
 # --------------------------------------------------------------------------- the run
 RESUME_IGNORES = ("device", "wandb", "wandb_project", "ckpt_interval",   # may change between tries
-                  "activation_checkpointing")
+                  "activation_checkpointing", "num_processes")
 
 
 def resume_state(path: Path, brain_cfg: BrainConfig, tc: TrainConfig, data_desc: dict) -> dict | None:
@@ -353,6 +408,7 @@ def prepare(model: MindEyeModel, tc: TrainConfig, steps_per_epoch: int, ckpt: di
             group.update(saved)          # the engine restores Adam's state, not the scheduled lr and betas
     if ckpt is not None:
         set_rng_state(ckpt["rng"])
+    rank_rng_state(ckpt, tc.seed, ckpt["epoch"] if ckpt else 0)
     return accelerator, loss_model, optimizer, scheduler
 
 
@@ -363,15 +419,18 @@ def train_epoch(data: TrainData, tc: TrainConfig, epoch: int, parts, mixup: bool
     accelerator, loss_model, optimizer, scheduler = parts
     sums, done, skipped = {k: 0.0 for k in LOSSES}, 0, 0
     batches = epoch_batches(data, tc, epoch)
-    for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{tc.num_epochs}", unit="step")):
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{tc.num_epochs}", unit="step", disable=not distributed.is_main())
+    for step, batch in enumerate(bar):
         if has_duplicate_images(data, batch):
             skipped += 1
             continue
-        for voxels, subj_idx, targets, mix, low in micro_batches(data, batch, tc, accelerator.device, mixup):
+        seeds = [distributed.step_seeds(tc.seed, epoch, step, m) for m in range(tc.grad_accum)]
+        for voxels, subj_idx, targets, mix, low, rows, noise_seed in micro_batches(
+                data, batch, tc, accelerator.device, mixup, seeds):
             if low is not None:
                 low = (low[0], low[1], teacher_aug(low[2]))
             with accelerator.accumulate(loss_model):
-                out = loss_model(voxels, subj_idx, targets, mix, temp, low)
+                out = loss_model(voxels, subj_idx, targets, mix, temp, low, rows, noise_seed)
                 if not torch.isfinite(out["total"]):
                     raise FloatingPointError(f"loss is {out['total'].item()} at epoch {epoch + 1}, batch {step}")
                 accelerator.backward(out["total"])
@@ -381,7 +440,8 @@ def train_epoch(data: TrainData, tc: TrainConfig, epoch: int, parts, mixup: bool
             for k in sums:
                 sums[k] += float(out[k].detach()) / tc.grad_accum
         done += 1
-    return {k: v / max(done, 1) for k, v in sums.items()}, done, skipped
+    means = distributed.mean_over_ranks({k: v / max(done, 1) for k, v in sums.items()}, accelerator.device)
+    return means, done, skipped
 
 
 def save_checkpoint(path: Path, parts, state: dict) -> None:
@@ -395,7 +455,10 @@ def save_checkpoint(path: Path, parts, state: dict) -> None:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         tag, ds_dir = f"epoch{state['epoch']:04d}", path.parent / DEEPSPEED_DIR
-        loss_model.save_checkpoint(str(ds_dir), tag=tag)
+        loss_model.save_checkpoint(str(ds_dir), tag=tag)     # every rank: its share of the optimizer
+        distributed.barrier()
+        if not distributed.is_main():
+            return
         weights = get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=tag)
         state.update(model_state_dict={k[len("model."):]: v for k, v in weights.items()},
                      optimizer_state_dict=None, deepspeed_tag=tag,
@@ -406,9 +469,10 @@ def save_checkpoint(path: Path, parts, state: dict) -> None:
             if old.is_dir() and old.name != tag:
                 shutil.rmtree(old)
         return
-    state.update(model_state_dict=accelerator.unwrap_model(loss_model).model.state_dict(),
-                 optimizer_state_dict=optimizer.state_dict())
-    checkpoint.save(path, state)
+    if distributed.is_main():       # DDP: every rank holds the same weights and optimizer state
+        state.update(model_state_dict=accelerator.unwrap_model(loss_model).model.state_dict(),
+                     optimizer_state_dict=optimizer.state_dict())
+        checkpoint.save(path, state)
 
 
 @dataclass
@@ -432,6 +496,11 @@ def check_inputs(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, teach
     if brain_cfg.blurry_recon and (data.lowlevel is None or teacher is None):
         raise ValueError("blurry_recon: true needs the low-level targets and the ConvNeXt teacher "
                          "(the lowlevel_targets stage and lowlevel.teacher)")
+    per_subject, n = tc.batch_size // len(data.subjects), len(data.subjects)
+    micro = [len(range(m, per_subject, tc.grad_accum)) * n for m in range(tc.grad_accum)]
+    if any(rows % tc.num_processes for rows in micro):
+        raise ValueError(f"batch_size {tc.batch_size} ({per_subject} x {n} subjects, grad_accum {tc.grad_accum}): "
+                         f"micro-batches of {micro} rows cannot be shared evenly by num_processes {tc.num_processes}")
     if tc.grad_accum > 1:
         log.warning("grad_accum %d: the contrastive losses see micro-batches of %d, not the global batch of %d "
                     "(fewer negatives than upstream)", tc.grad_accum, tc.batch_size // tc.grad_accum, tc.batch_size)
@@ -455,14 +524,19 @@ def epoch_regimes(tc: TrainConfig) -> list[tuple[bool, float]]:
 
 def train_and_validate(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, epoch: int, parts,
                        regime: tuple[bool, float], teacher_aug, progress: Progress) -> tuple[dict, dict]:
-    """One epoch trained and validated: (its log row, the validation part of it); updates ``progress``."""
+    """One epoch trained and validated: (its log row, the validation part of it), (None, None) on
+    ranks but 0; updates ``progress``."""
     accelerator, loss_model = parts[:2]
     t0 = time.perf_counter()
     mixup, temp = regime
     means, done, skipped = train_epoch(data, tc, epoch, parts, mixup, temp, teacher_aug)
+    if not distributed.is_main():    # validation and the log are rank 0's; the others wait for it
+        distributed.barrier()
+        return None, None
     val = validate(accelerator.unwrap_model(loss_model).model, data.subjects[0], data.targets,
                    tc.val_images, accelerator.device, accelerator.autocast,
                    data.lowlevel.latents if data.lowlevel is not None else None)
+    distributed.barrier()
     progress.elapsed += time.perf_counter() - t0
     progress.peak = max(progress.peak, peak_memory_mb(accelerator.device))
     row = {"epoch": epoch + 1, "lr": parts[3].get_last_lr()[0], "mixup": int(mixup), "temp": temp,
@@ -495,11 +569,11 @@ def checkpoint_state(epoch: int, brain_cfg: BrainConfig, tc: TrainConfig, data_d
                      progress: Progress) -> dict:
     """last.pth's contents but weights and optimizer: upstream's keys, the configs a resume checks,
     the RNG states and the progress a resume continues from."""
-    history = progress.history
+    history, ranks = progress.history, distributed.gather_objects(rng_state())   # every rank calls this
     return {"epoch": epoch + 1, "train_losses": [r["train_loss_total"] for r in history],
             "test_losses": [r["val_loss_clip"] for r in history], "lrs": [r["lr"] for r in history],
             "config": brain_cfg.to_dict(), "train_config": asdict(tc), "data": data_desc,
-            "rng": rng_state(), "elapsed_s": progress.elapsed, "peak_memory_mb": progress.peak, "history": history}
+            "rng": rng_state(), "rng_ranks": ranks if len(ranks) > 1 else None, "elapsed_s": progress.elapsed, "peak_memory_mb": progress.peak, "history": history}
 
 
 def finish(out_dir: Path, data_desc: dict, tc: TrainConfig, accelerator, counts: dict, progress: Progress) -> dict:
@@ -541,7 +615,7 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
     _log_start(data_desc, tc, accelerator, steps_per_epoch, progress.start, counts)
 
     # 4. What the epochs use besides the data: wandb, the teacher, the loss regime per epoch
-    wandb = _wandb(tc, brain_cfg, data_desc)
+    wandb = _wandb(tc, brain_cfg, data_desc) if distributed.is_main() else None
     teacher_aug = (_teacher_on_augmented(teacher, accelerator.device, accelerator.autocast)
                    if brain_cfg.blurry_recon else None)
     regimes = epoch_regimes(tc)
@@ -549,14 +623,18 @@ def run(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, out_dir: str |
     # 5. Epochs: train, validate, log, checkpoint; stop early if asked
     for epoch in range(progress.start, tc.num_epochs):
         row, val = train_and_validate(data, brain_cfg, tc, epoch, parts, regimes[epoch], teacher_aug, progress)
-        record_epoch(row, val, progress, out_dir, wandb)
+        if row is not None:
+            record_epoch(row, val, progress, out_dir, wandb)
         if saves_checkpoint(epoch, tc, stop_after):
             save_checkpoint(ckpt_path, parts, checkpoint_state(epoch, brain_cfg, tc, data_desc, progress))
         if stops_early(epoch, tc, stop_after):
             log.info("stopping after epoch %d as asked; the next run resumes from %s", epoch + 1, ckpt_path)
             return {"stopped_after": epoch + 1}
 
-    # 6. The summary
+    # 6. The summary (rank 0's)
+    distributed.barrier()
+    if not distributed.is_main():
+        return {"rank": distributed.world()[0]}
     return finish(out_dir, data_desc, tc, accelerator, counts, progress)
 
 

@@ -32,18 +32,37 @@ class SubjectData:
         return self.voxels.shape[1]
 
 
+class ImagesOnDisk:
+    """Train images read from the images file when a step needs them (sorted unique rows, one
+    read per call): nothing held. 7 subjects' train images would be about 22 GB in fp16."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+
+    def __call__(self, ids: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(nsd.read_images(self.data_dir, ids).astype(np.float16, copy=False))
+
+
+class ImagesInMemory:
+    """Images held in memory (tests, benchmarks; and the path training took before ImagesOnDisk)."""
+
+    def __init__(self, image_ids: np.ndarray, images: torch.Tensor):
+        self.image_ids, self.images = np.asarray(image_ids), images      # sorted ids, their images
+
+    def __call__(self, ids: np.ndarray) -> torch.Tensor:
+        return self.images[np.searchsorted(self.image_ids, ids)]
+
+
 @dataclass
 class LowLevelData:
     """The blurry branch's targets (rows as ``TrainData.targets``) and the train images, which
-    the teacher sees augmented at every step. Images are held in memory (fp16, 0.3 MB each: about
-    3 GB for 40 sessions of one subject), read once with sorted unique indices."""
+    the teacher sees augmented at every step."""
     latents: torch.Tensor         # (U, 4, 28, 28) float16: VAE latents (x 0.18215)
     teacher: torch.Tensor         # (U, 49, 512) float16: teacher features of the unaugmented images
-    image_ids: np.ndarray         # (T,) sorted ids of the train images
-    images: torch.Tensor          # (T, 3, 224, 224) float16 in [0, 1]
+    images: ImagesOnDisk | ImagesInMemory   # 73k ids -> (n, 3, 224, 224) float16 in [0, 1]
 
     def images_of(self, ids: np.ndarray) -> torch.Tensor:
-        return self.images[np.searchsorted(self.image_ids, ids)]
+        return self.images(ids)
 
 
 @dataclass
@@ -57,14 +76,11 @@ class TrainData:
     samples_per_epoch: int | None = None
 
 
-def load_lowlevel(data_dir, cache_path, ids: np.ndarray, train_ids: np.ndarray) -> LowLevelData:
-    """The low-level targets of ``ids`` from the ``lowlevel_targets`` cache, and the train images."""
+def load_lowlevel(data_dir, cache_path, ids: np.ndarray) -> LowLevelData:
+    """The low-level targets of ``ids`` from the ``lowlevel_targets`` cache; the images stay on disk."""
     cache = TargetCache(cache_path)
-    train_ids = np.unique(train_ids)
-    images = np.concatenate([nsd.read_images(data_dir, train_ids[i:i + 256]) for i in range(0, len(train_ids), 256)])
     return LowLevelData(latents=torch.from_numpy(cache.get(ids, "latents")),
-                        teacher=torch.from_numpy(cache.get(ids, "teacher")),
-                        image_ids=train_ids, images=torch.from_numpy(images).half())
+                        teacher=torch.from_numpy(cache.get(ids, "teacher")), images=ImagesOnDisk(data_dir))
 
 
 def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targets_path,
@@ -89,6 +105,6 @@ def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targe
         ))
     lowlevel = None
     if lowlevel_path is not None:
-        lowlevel = load_lowlevel(data_dir, lowlevel_path, ids, np.concatenate([s.image_ids for s in out]))
+        lowlevel = load_lowlevel(data_dir, lowlevel_path, ids)
     samples = splits[0].trials_per_session * num_sessions
     return TrainData(out, targets, ids, lowlevel, samples_per_epoch=samples)

@@ -22,11 +22,14 @@ rule train:
         "benchmarks/train/{experiment}.tsv"
     conda:
         f"{ENVS}/train.yaml"
-    threads: 4
+    threads: lambda w: 4 * experiment(w.experiment)["num_processes"]
     resources:
         mem_mb=lambda w: experiment(w.experiment)["train_mem_mb"],
         runtime=lambda w: experiment(w.experiment)["train_runtime"],
-        gpu=1,
+        # one process per GPU, on one node (fmri_recon.distributed); SLURM: --gpus=N, one task each
+        gpu=lambda w: experiment(w.experiment)["num_processes"],
+        tasks_per_gpu=1,
+        nodes=1,
     params:
         experiment=lambda w: fmri_experiment.train_params(config, w.experiment),
         device=lambda w: experiment(w.experiment)["device"],

@@ -368,6 +368,8 @@ class SlurmCluster:
                     "gpus": len(gpu_ids),
                     "job_gres": None if job_gres in (None, "", "(null)") else job_gres,
                     "tres_per_job": sc.get("TresPerJob"),
+                    "num_tasks": int(sc["NumTasks"]) if sc.get("NumTasks", "").isdigit() else None,
+                    "num_nodes": int(sc["NumNodes"]) if sc.get("NumNodes", "").isdigit() else None,
                     "comment": sc.get("Comment"),
                     "raw": raw,
                 }
@@ -467,7 +469,11 @@ exit 0
 """
 
     def gres_conf_text(self) -> str:
-        files = "/dev/null" if self.gpus == 1 else ",".join(["/dev/null"] * self.gpus)
+        # one distinct character device per fake GPU: slurmd refuses a device file named twice
+        devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+        if self.gpus > len(devices):
+            raise ValueError(f"gpus={self.gpus}: the test cluster fakes at most {len(devices)} GPUs")
+        files = ",".join(devices[:self.gpus])
         return (
             "# fake GPU for tests: File= is required (Count= alone marks the node invalid)\n"
             "AutoDetect=off\n"

@@ -2,7 +2,7 @@
 
 DeepSpeed keeps the weights in bf16 and does not autocast, so every input must be cast to the
 weights' dtype (an fp32 input raised "mat1 and mat2 must have the same dtype" in training and
-validation). Each run is its own process (tests/deepspeed_job.py), as a real job is.
+validation). Each run is its own process (tests/train_job.py), as a real job is.
 """
 import json
 import subprocess
@@ -14,11 +14,11 @@ import torch
 
 from fmri_recon import checkpoint
 
-JOB = Path(__file__).parent / "deepspeed_job.py"
+JOB = Path(__file__).parent / "train_job.py"
 
 
 def run_job(out: Path, *args: str) -> tuple[dict, str]:
-    result = subprocess.run([sys.executable, str(JOB), str(out), *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, str(JOB), str(out), "--deepspeed", *args], capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     line = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")][-1]

@@ -8,7 +8,7 @@ import torch
 
 from fmri_recon import checkpoint, losses, lowlevel, nsd, train
 from fmri_recon.clip_targets import TargetCache
-from fmri_recon.train_data import LowLevelData
+from fmri_recon.train_data import ImagesInMemory, ImagesOnDisk, LowLevelData
 
 from test_train import fake_data, tiny_cfg, tiny_tc
 
@@ -118,8 +118,8 @@ def blurry_data(weights, seed=0):
     teacher = lowlevel.load_teacher(weights["teacher"], tiny=True)
     with torch.no_grad():
         feats = teacher(lowlevel.normalise(images))
-    data.lowlevel = LowLevelData(latents=latents.half(), teacher=feats.half(), image_ids=data.image_ids,
-                                 images=images.half())
+    data.lowlevel = LowLevelData(latents=latents.half(), teacher=feats.half(),
+                                 images=ImagesInMemory(data.image_ids, images.half()))
     return data, teacher
 
 
@@ -181,3 +181,12 @@ def test_enhanced_images_are_scored_blended_three_to_one():
     assert blend_blurry(enhanced, blurry, 1.0) is enhanced
     small = torch.full((2, 3, 224, 224), 0.4)                  # resized to 256 first, as upstream
     assert blend_blurry(enhanced, small, 0.5).shape == (2, 3, 256, 256)
+
+
+def test_train_images_are_read_from_the_images_file_in_the_order_asked(tmp_path):
+    """What the blurry branch's teacher sees each step (ImagesOnDisk): those rows, repeats kept."""
+    images = np.stack([np.full((3, 224, 224), i / 10, np.float16) for i in range(6)])
+    with h5py.File(tmp_path / nsd.IMAGES_FILE, "w") as f:
+        f.create_dataset("images", data=images, chunks=(1, 3, 224, 224))
+    got = ImagesOnDisk(tmp_path)(np.array([4, 1, 4, 0]))
+    assert got.dtype == torch.float16 and torch.equal(got, torch.from_numpy(images[[4, 1, 4, 0]]))

@@ -121,3 +121,15 @@ def test_betas_holding_nan_or_inf_are_named_with_their_rows(tmp_path):
     with pytest.raises(nsd.DataError, match=rf"betas_all_subj05_fp32_renorm.hdf5: 'betas' rows \[{bad[0]}, {bad[1]}\] "
                                             r"\(2 rows\) hold NaN or Inf"):
         nsd.check_finite_betas(split, chunk=4)
+
+
+def test_every_rank_of_a_multi_process_training_reads_the_whole_tar(tmp_path, monkeypatch):
+    """Under torchrun (RANK/WORLD_SIZE set) webdataset would refuse a tar without a node split;
+    each rank needs every trial, so read_tar reads it whole, as one process does."""
+    foreign_dataset.write(tmp_path)
+    tar = tmp_path / "wds/subj05/train/0.tar"
+    alone = nsd.read_tar(tar)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ranked = nsd.read_tar(tar)
+    assert ranked.keys() == alone.keys() and all(np.array_equal(ranked[k], alone[k]) for k in alone)

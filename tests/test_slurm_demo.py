@@ -1,7 +1,8 @@
 """The demo DAG submitted to a real single-node SLURM cluster with the project's SLURM profile.
 
 Asserts from SLURM's own records that every GPU stage ran as a SLURM job with a GPU
-allocated, that CPU stages got none, and that tables/metrics.csv came out. The daemons
+allocated (the train job two GPUs and two tasks on one node, for its two ranks), that CPU
+stages got none, and that tables/metrics.csv came out. The daemons
 stop at the end, by pid, whatever happens (tests/slurm_cluster.py).
 """
 from __future__ import annotations
@@ -32,8 +33,9 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
     # blurry experiment has them all), less compute.
     small = work / "small.yaml"
     small.write_text("model: {num_epochs: 2}\nsynthetic: {num_test_images: 16, trials_per_session: 300, num_images: 300}\n"
-                     "experiments: {lite_bigG: null, seed_vitb32: null, residual_bigG: null}\n")
-    with SlurmCluster(tmp_path / "slurm") as cluster:
+                     "experiments: {lite_bigG: null, seed_vitb32: null, residual_bigG: null,\n"
+                     "              blurry_bigG: {num_processes: 2}}\n")   # train: 2 GPUs, 2 ranks
+    with SlurmCluster(tmp_path / "slurm", gpus=2) as cluster:
         env = cluster.env()
         env.pop("CUDA_VISIBLE_DEVICES", None)              # the fake GPU comes from SLURM, not from us
         env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
@@ -41,7 +43,7 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
                "--workflow-profile", "none", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
                "--jobs", "2", "--default-resources", "mem_mb=1500", "runtime=30",
                f"slurm_partition={cluster.partition}",
-               "--set-resources", *[f"{r}:cpus_per_gpu=2" for r in GPU_RULES],
+               "--set-resources", *[f"{r}:cpus_per_gpu={1 if r == 'train' else 2}" for r in GPU_RULES],
                "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", "--retries", "0",
                "all", "--configfile", str(DEMO), str(small)]
         t0 = time.monotonic()
@@ -57,8 +59,13 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
     for rule in GPU_RULES:
         jobs = by_rule.get(rule)
         assert jobs, f"no SLURM job for rule {rule}: {sorted(by_rule)}"
+        gpus = 2 if rule == "train" else 1
         for job in jobs:
-            assert job["state"] == "COMPLETED" and job["gpus"] == 1 and job["job_gres"] == "gpu:1", job
+            assert job["state"] == "COMPLETED" and job["gpus"] == gpus and job["job_gres"] == f"gpu:{gpus}", job
+    train = by_rule["train"][0]                       # one node, a task per GPU, a rank per task
+    assert (train["num_tasks"], train["num_nodes"], len(set(train["gpu_ids"]))) == (2, 1, 2), train
+    said = (work / "logs/train/blurry_bigG.log").read_text()
+    assert "launching 2 training processes" in said and "rank 1 INFO fmri_recon.train: training" in said
     assert len(by_rule["train"]) == 1 and len(by_rule["reconstruct"]) == 2 and len(by_rule["blurry"]) == 1
     for job in by_rule["check_data"] + by_rule["random_lowlevel"] + by_rule["metrics_table"]:
         assert job["gpus"] == 0 and job["job_gres"] is None, job
