@@ -4,13 +4,14 @@
     python bench/bench_distributed.py --processes 4 -- --hidden-dim 1024 --seq 256 --emb 1664 --voxels 15724 --precision bf16
 
 Each run is bench/bench_train.py --json under torchrun at the same global batch (arguments after
-``--`` go to it); samples/s is its warmed-up second epoch, validation included. Prints each run
-and the medians.
+``--`` go to it); samples/s is its warmed-up second epoch, validation included. The ranks share
+the machine's cores (OMP_NUM_THREADS = cores / processes). Prints each run and the medians.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,8 @@ BENCH = Path(__file__).with_name("bench_train.py")
 def one_run(processes: int, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
            str(BENCH), "--json", *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    threads = max((os.cpu_count() or 1) // processes, 1)      # the same cores in all, shared by the ranks
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]

@@ -141,8 +141,20 @@ def read_rows(path: str | Path, name: str, index: np.ndarray) -> np.ndarray:
         if len(unique) and (unique[0] < 0 or unique[-1] >= ds.shape[0]):
             raise DataError(f"{path}: row {unique[-1] if unique[-1] >= ds.shape[0] else unique[0]} "
                             f"requested from {name!r} with {ds.shape[0]} rows")
-        rows = ds[unique] if len(unique) else np.empty((0, *ds.shape[1:]), ds.dtype)
+        rows = _read_sorted(ds, unique)
     return rows[inverse.reshape(-1)]
+
+
+def _read_sorted(ds, unique: np.ndarray) -> np.ndarray:
+    """Rows ``unique`` (sorted, distinct) of an h5py dataset: one slice read per run of consecutive
+    rows. Not ``ds[unique]``: h5py's list indexing took 195 ms for 24 scattered images where this
+    takes 3 ms (bench/bench_images.py)."""
+    out = np.empty((len(unique), *ds.shape[1:]), ds.dtype)
+    breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+    for start, end in zip(np.r_[0, breaks], np.r_[breaks, len(unique)]):
+        if end > start:
+            ds.read_direct(out, np.s_[unique[start]:unique[end - 1] + 1], np.s_[start:end])
+    return out
 
 
 def read_images(data_dir: str | Path, image_ids: np.ndarray) -> np.ndarray:
