@@ -27,21 +27,22 @@ def run_job(out: Path, *args: str) -> tuple[dict, str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """One 6-epoch run in two jobs: stopped after epoch 2, then resumed."""
     root = tmp_path_factory.mktemp("deepspeed")
-    straight, _ = run_job(root / "straight")
     stopped, _ = run_job(root / "split", "--stop-after", "2")
     first = checkpoint.read(root / "split/last.pth")
     resumed, said = run_job(root / "split")
-    return {"root": root, "straight": straight, "stopped": stopped, "first": first, "resumed": resumed,
-            "said": said}
+    return {"root": root, "stopped": stopped, "first": first, "resumed": resumed, "said": said}
 
 
 def test_deepspeed_run_learns(runs):
-    stats = runs["straight"]
+    stats = runs["resumed"]
     assert stats["deepspeed"] is True and stats["precision"] == "bf16"
-    history = checkpoint.read(runs["root"] / "straight/last.pth")["history"]
+    history = checkpoint.read(runs["root"] / "split/last.pth")["history"]
     assert history[-1]["train_loss_total"] < 0.75 * history[0]["train_loss_total"]
-    assert stats["final"]["val_image_to_brain"] >= 0.3 and stats["final"]["val_brain_to_image"] >= 0.2   # chance 0.1
+    # held out: the contrastive loss on the 10 test images (their top-1 retrieval is too coarse to
+    # tell: one image is 0.1); 38 -> 15 when it learns
+    assert history[-1]["val_loss_clip"] < 0.6 * history[0]["val_loss_clip"]
 
 
 def test_deepspeed_checkpoint_holds_fp32_weights_and_loads_strictly(runs):
@@ -54,12 +55,10 @@ def test_deepspeed_checkpoint_holds_fp32_weights_and_loads_strictly(runs):
 
 
 def test_deepspeed_run_resumes_from_its_checkpoint(runs):
+    """It goes on from epoch 3 with the first job's history (ZeRO-Offload does not resume bit for
+    bit, unlike the default regime: test_train.py)."""
     assert "resuming from" in runs["said"] and "after epoch 2" in runs["said"]
     assert "epoch 1:" not in runs["said"]                          # not from scratch
-    straight = checkpoint.read(runs["root"] / "straight/last.pth")["history"]
     resumed = checkpoint.read(runs["root"] / "split/last.pth")["history"]
-    loss = lambda rows: [r["train_loss_total"] for r in rows]  # noqa: E731
-    assert len(resumed) == len(straight) == 6 and loss(resumed[:2]) == loss(straight[:2])
-    # ZeRO-Offload does not resume bit for bit (the default regime does: test_train.py); close enough
-    last_s, last_r = straight[-1]["train_loss_total"], resumed[-1]["train_loss_total"]
-    assert abs(last_r - last_s) < 0.25 * last_s and last_r < 0.75 * resumed[0]["train_loss_total"]
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5, 6] and resumed[:2] == runs["first"]["history"]
+    assert resumed[-1]["train_loss_total"] < 0.75 * resumed[1]["train_loss_total"]
