@@ -16,14 +16,18 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 # The Snakefile (and each script, by its own first lines) use this checkout's fmri_recon.
 sys.path.insert(0, workflow.basedir)
 
-from fmri_recon.configuration import problems
+from fmri_recon.configuration import expand_sweeps, problems
 
 SCHEMA = os.path.join(workflow.basedir, "schemas", "config.schema.yaml")
 # An overlay removes an experiment of the config it overlays by setting it to null (demo.yaml does).
 config["experiments"] = {k: v for k, v in (config.get("experiments") or {}).items() if v is not None}
+config["sweeps"] = {k: v for k, v in (config.get("sweeps") or {}).items() if v is not None}  # the same for sweeps
 if problems(config, SCHEMA):
     raise ValueError("invalid configuration:\n  " + "\n  ".join(problems(config, SCHEMA)))
 validate(config, SCHEMA)  # fills in the schema's defaults
+# Sweeps add their points as ordinary experiments, checked by the schema like any other.
+SWEEPS = expand_sweeps(config, SCHEMA)
+validate(config, SCHEMA)
 
 
 include: "rules/common.smk"
@@ -50,3 +54,4 @@ report: "report/workflow.rst"
 rule all:
     input:
         "tables/metrics.csv",
+        "tables/results.md",

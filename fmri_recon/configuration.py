@@ -30,3 +30,17 @@ def defaults(block: str, schema_path: str | Path = SCHEMA) -> dict:
     schema = yaml.safe_load(Path(schema_path).read_text())
     props = schema["properties"][block].get("properties", {})
     return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+def expand_sweeps(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    """Add every sweep's points to ``config["experiments"]`` (fmri_recon.sweeps) and return
+    {sweep: [{"name", "point"}, ...]}. ``config`` has the schema's defaults filled in."""
+    from . import experiment, sweeps
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    keys = set(schema["$defs"]["model"]["properties"])
+
+    def settings(overrides: dict) -> dict:
+        return experiment.resolve({**config, "experiments": {"x": overrides}}, "x")
+
+    return sweeps.expand(config["sweeps"], config["experiments"], settings, keys)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BAR_METRICS", "grid_png", "grid_size", "metrics_bar_chart"]
+__all__ = ["BAR_METRICS", "grid_png", "grid_size", "learning_curve", "metrics_bar_chart", "pareto_chart"]
 
 CELL_PX = 128        # one image in the grid
 CAPTION_PX = 256     # width of the caption column
@@ -148,4 +148,75 @@ def metrics_bar_chart(table_csv: str | Path, path: str | Path, size_px: tuple[in
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     else:
         ax.text(0.5, 0.5, "no experiments in the table", transform=ax.transAxes, ha="center")
+    return _save(fig, path)
+
+
+# Metrics of the exploration charts (fmri_recon.results.MAIN holds their labels and direction).
+CHART_METRICS = ("pixcorr", "ssim", "alexnet2", "inception", "clip", "image_to_brain", "brain_to_image", "caption_meteor")
+
+
+def _panels(fig, n: int, cols: int = 4):
+    rows = math.ceil(n / cols)
+    return [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+
+
+def pareto_chart(rows: Sequence[dict], path: str | Path, size_px: tuple[int, int] = (1400, 700)) -> Path:
+    """Quality against cost, one panel per main metric: every experiment's final images (its
+    metrics.csv row, fmri_recon.results.final_rows) labelled by name, the Pareto front drawn."""
+    from .results import MAIN, cost_axis, final_rows, number, pareto_front
+
+    final = final_rows(rows)
+    column, label = cost_axis(final)
+    fig = _figure(*size_px)
+    for ax, metric in zip(_panels(fig, len(CHART_METRICS)), CHART_METRICS):
+        name, higher = MAIN[metric]
+        pts = [(number(r.get(column)), number(r.get(metric)), r["experiment"]) for r in final]
+        pts = [p for p in pts if p[0] is not None and p[1] is not None]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18)
+        for x, y, text in pts:
+            ax.annotate(text, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front([(x, y) for x, y, _ in pts], higher)
+        if front:
+            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", linewidth=1)
+        ax.set_title(name + ("" if higher else " (lower is better)"), fontsize=9)
+        ax.set_xlabel(label, fontsize=7)
+        ax.tick_params(labelsize=7)
+        if not pts:
+            ax.text(0.5, 0.5, "no scores", transform=ax.transAxes, ha="center")
+    fig.suptitle("Quality against cost (red: the Pareto front)", fontsize=11)
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)
+    return _save(fig, path)
+
+
+def learning_curve(groups: Sequence[dict], path: str | Path, size_px: tuple[int, int] = (1400, 700)) -> Path:
+    """Each main metric against num_sessions, mean ± sd over seeds, one line per sweep and
+    setting of its other keys (the sweeps' groups of fmri_recon.results.sweep_rows whose
+    settings have num_sessions; final images' stage)."""
+    from .results import MAIN, PREFERRED_STAGES
+
+    lines: dict[str, list[dict]] = {}
+    for g in groups:
+        settings = dict(kv.split("=", 1) for kv in g["settings"].split())
+        if "num_sessions" not in settings or g["stage"] not in PREFERRED_STAGES[:2]:
+            continue
+        rest = " ".join(f"{k}={v}" for k, v in settings.items() if k != "num_sessions")
+        lines.setdefault(f"{g['sweep']} {rest}".strip() + f" ({g['stage']})", []).append({**g, "x": int(settings["num_sessions"])})
+    fig = _figure(*size_px)
+    sessions = sorted({p["x"] for pts in lines.values() for p in pts})
+    for ax, metric in zip(_panels(fig, len(CHART_METRICS)), CHART_METRICS):
+        ax.set_xticks(sessions)
+        for name, pts in lines.items():
+            pts = sorted((p for p in pts if p[f"{metric}_mean"] is not None), key=lambda p: p["x"])
+            ax.errorbar([p["x"] for p in pts], [p[f"{metric}_mean"] for p in pts],
+                        yerr=[p[f"{metric}_sd"] or 0 for p in pts], marker="o", capsize=3, label=name)
+        ax.set_title(MAIN[metric][0], fontsize=9)
+        ax.set_xlabel("sessions of training data", fontsize=7)
+        ax.tick_params(labelsize=7)
+    if lines:
+        fig.axes[0].legend(fontsize=6, frameon=False)
+    else:
+        fig.text(0.5, 0.5, "no sweep varies num_sessions (config key sweeps.<name>.grid.num_sessions)",
+                 ha="center", fontsize=12)
+    fig.suptitle("Learning curve: mean ± sd over seeds", fontsize=11)
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)
     return _save(fig, path)

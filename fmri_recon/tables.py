@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "STAGES", "experiment_rows", "merge_tables", "read_table", "write_table"]
+__all__ = ["COLUMNS", "COST_STAGES", "STAGES", "experiment_rows", "merge_tables", "merged_rows", "read_table", "write_table"]
 
 STAGES = {
     "recon": "unrefined reconstructions (unCLIP decode of the predicted CLIP tokens)",
@@ -45,11 +45,22 @@ _CAPTION = {
     "sentence": "cosine of all-MiniLM-L6-v2 sentence embeddings, mean over images",
     "clip_text": "cosine of CLIP text features, mean over images",
 }
+_IMAGE_CI = {f"{k}_ci95": f"half-width of the 95% percentile bootstrap interval of {k} over the test images "
+                            "(2000 resamples, metrics.image.bootstrap_ci95)" for k in _IMAGE}
+# Cost of each stage of an experiment's row (fmri_recon.costs), and their total.
+COST_STAGES = ("train", "reconstruct", "blurry", "refine", "evaluate", "total")
+COST_FIELDS = {
+    "wall_s": "wall-clock seconds (Snakemake's benchmark file, `s`)",
+    "max_rss_mb": "peak host memory, MiB (benchmark `max_rss`; total: the largest stage's)",
+    "gpu_peak_mb": "peak GPU memory allocated, MiB (the stage's log; empty: it used no GPU; total: the largest)",
+    "gpu_hours": "GPU-hours: wall time x GPUs the job held (0 on the CPU)",
+}
 _REGIONS = ("nsd_general", "V1", "V2", "V3", "V4", "higher_vis")   # = metrics.brain.REGIONS
 
 COLUMNS: dict[str, str] = {
     "experiment": "experiment name (config `experiments.<name>`)",
     "stage": "image set scored: " + "; ".join(f"`{k}` {v}" for k, v in STAGES.items()),
+    "subject": "NSD subject whose test set is scored",
     "n_test_images": "number of test images scored",
     "image_to_brain": "top-1 retrieval accuracy, image -> its brain embedding among the draw "
                       "(upstream 'fwd', the paper's **Image retrieval**; fraction, mean over draws)",
@@ -59,6 +70,7 @@ COLUMNS: dict[str, str] = {
     "brain_to_image_ci95": "half-width of the 95% normal interval of brain_to_image over draws",
     "retrieval_draw_size": "candidates per retrieval draw (paper: 300); chance = 1 / draw size",
     **_IMAGE,
+    **_IMAGE_CI,
     **{f"caption_{k}": f"captions predicted from the brain (upper_bound: from the ground-truth tokens) vs COCO captions: {v}" for k, v in _CAPTION.items()},
     **{f"caption_{k}_relative": f"{k} of brain vs GIT captions / {k} of GIT vs COCO captions (upstream 'relative')"
        for k in _CAPTION},
@@ -68,6 +80,7 @@ COLUMNS: dict[str, str] = {
     "train_wall_time_s": "training wall-clock time of the brain model (seconds)",
     "train_peak_memory_mb": "peak memory while training (MiB; GPU allocated on CUDA, max RSS on CPU)",
     "params_total": "trainable parameters of the brain model (ridge + backbone + prior)",
+    **{f"cost_{stage}_{field}": f"{stage}: {meaning}" for stage in COST_STAGES for field, meaning in COST_FIELDS.items()},
 }
 
 def _get(d: Mapping[str, Any], *keys: str) -> Any:
@@ -79,7 +92,7 @@ def _get(d: Mapping[str, Any], *keys: str) -> Any:
     return d
 
 
-def experiment_rows(experiment: str, *, n_test_images: int, image: Mapping[str, Mapping[str, float]],
+def experiment_rows(experiment: str, *, n_test_images: int, subject: int | None = None, image: Mapping[str, Mapping[str, float]],
                     retrieval: Mapping[str, Any] | None = None, captions: Mapping[str, float] | None = None,
                     captions_relative: Mapping[str, float] | None = None,
                     brain: Mapping[str, Mapping[str, float]] | None = None,
@@ -118,11 +131,12 @@ def experiment_rows(experiment: str, *, n_test_images: int, image: Mapping[str, 
 
     rows = []
     for stage in stages:
-        row: dict[str, Any] = {"experiment": experiment, "stage": stage, "n_test_images": int(n_test_images)}
+        row: dict[str, Any] = {"experiment": experiment, "stage": stage, "subject": subject,
+                               "n_test_images": int(n_test_images)}
         if stage != "upper_bound":
             row.update(model)
         row.update(text)
-        row.update({k: v for k, v in (image.get(stage) or {}).items() if k in _IMAGE})
+        row.update({k: v for k, v in (image.get(stage) or {}).items() if k in _IMAGE or k in _IMAGE_CI})
         row.update({f"brain_corr_{r}": v for r, v in (brain.get(stage) or {}).items()})
         row["notes"] = notes
         rows.append(row)
@@ -173,7 +187,12 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
 
 
 def merge_tables(paths: Sequence[str | Path], out: str | Path) -> Path:
-    """Concatenate per-experiment tables into ``out`` (rows in the order given).
+    """Concatenate per-experiment tables into ``out`` (rows in the order given)."""
+    return write_table(merged_rows(paths), out)
+
+
+def merged_rows(paths: Sequence[str | Path]) -> list[dict[str, str]]:
+    """The rows of per-experiment tables, in the order given.
 
     The same (experiment, stage) twice is an error: two evaluations claiming one row.
     """
@@ -185,4 +204,4 @@ def merge_tables(paths: Sequence[str | Path], out: str | Path) -> Path:
                 raise ValueError(f"merge_tables: {key[0]}/{key[1]} is in both {seen[key]} and {path}")
             seen[key] = path
             rows.append(row)
-    return write_table(rows, out)
+    return rows

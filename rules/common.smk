@@ -301,6 +301,38 @@ def announce_downloads(plan):
         )
 
 
+# --------------------------------------------------------------------------- cost of each stage
+def _job_files(rule, gpus=1, **wildcards):
+    """{benchmark, log, gpus} of one job of `rule` (its file names stay in the rule)."""
+    return {
+        "benchmark": expand(rule.benchmark, **wildcards)[0],
+        "log": expand(rule.log[0], **wildcards)[0],
+        "gpus": gpus,
+    }
+
+
+def cost_specs():
+    """{name: {stage: {benchmark, log, gpus}}}: the jobs behind each row of tables/metrics.csv."""
+    out = {}
+    for name in recon_names():
+        stages = {}
+        if run_kind(name) == "experiment" and "train" in brain_model_inputs(name):
+            stages["train"] = _job_files(rules.train, experiment(name)["num_processes"], experiment=name)
+        if name in decoded_names():
+            stages["reconstruct"] = _job_files(rules.reconstruct, name=name)
+            if has_blurry(name):
+                stages["blurry"] = _job_files(rules.blurry, name=name)
+            if run_kind(name) == "experiment":
+                stages["refine"] = _job_files(rules.refine, name=name)
+        stages["evaluate"] = _job_files(rules.evaluate, name=name)
+        out[name] = stages
+    return out
+
+
+def cost_files():
+    return [f for stages in cost_specs().values() for job in stages.values() for f in (job["benchmark"], job["log"])]
+
+
 # --------------------------------------------------------------------------- input functions
 REFINE = config["refine"]
 

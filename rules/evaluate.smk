@@ -112,6 +112,7 @@ rule evaluate:
 rule metrics_table:
     input:
         tables=[f"tables/{n}.csv" for n in recon_names()],
+        costs=lambda w: cost_files(),
         code=code("metrics_table.py"),
     output:
         table=report("tables/metrics.csv", category="Metrics"),
@@ -126,5 +127,35 @@ rule metrics_table:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        costs=lambda w: as_param(cost_specs()),
     script:
         "../scripts/metrics_table.py"
+
+
+# What people look at: the sweeps' seed groups, quality against cost, the learning curve over
+# sessions, and the results page that links them (all generated from the metrics table).
+rule results:
+    input:
+        table=rules.metrics_table.output.table,
+        chart=rules.metrics_table.output.chart,
+        code=code("results.py"),
+    output:
+        sweeps=report("tables/sweeps.csv", category="Exploration"),
+        pareto=report("tables/pareto.png", category="Exploration"),
+        learning_curve=report("tables/learning_curve.png", category="Exploration"),
+        page=report("tables/results.md", category="Exploration"),
+    log:
+        "logs/results.log",
+    benchmark:
+        "benchmarks/results.tsv"
+    conda:
+        f"{ENVS}/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        sweeps=as_param(SWEEPS),
+    script:
+        "../scripts/results.py"

@@ -51,7 +51,7 @@ else:
         draws=ev["retrieval_draws"], draw_size=ev["retrieval_size"])
     if "train" in inp.keys():   # a released checkpoint's experiment has no training of ours
         train_stats = json.loads(open(inp.train).read())
-rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), image=image, brain=brain,
+rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), subject=p.subject, image=image, brain=brain,
                               retrieval=model_scores.get("retrieval"), captions=model_scores.get("captions"),
                               captions_relative=model_scores.get("captions_relative"), train_stats=train_stats,
                               notes=notes)

@@ -1,10 +1,13 @@
-"""Rule metrics_table: every experiment's rows side by side, and a bar chart of them."""
+"""Rule metrics_table: every experiment's rows side by side with what each stage cost, and a bar chart."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
-from fmri_recon import pictures, runlog, tables
+import json
+
+from fmri_recon import costs, pictures, runlog, tables
 
 log = runlog.setup(snakemake.log[0])
-tables.merge_tables(snakemake.input.tables, snakemake.output.table)
+rows = costs.add_costs(tables.merged_rows(snakemake.input.tables), json.loads(snakemake.params.costs))
+tables.write_table(rows, snakemake.output.table)
 pictures.metrics_bar_chart(snakemake.output.table, snakemake.output.chart)
 log.info("merged %d tables into %s", len(snakemake.input.tables), snakemake.output.table)

@@ -11,6 +11,7 @@ from fmri_recon import nsd
 
 pytestmark = pytest.mark.e2e
 EXPERIMENTS = ("lite_bigG", "seed_vitb32", "blurry_bigG")      # demo.yaml leaves residual_bigG out
+SWEPT = ("vitb32_num_sessions~1_seed~7", "vitb32_num_sessions~2_seed~42", "vitb32_num_sessions~2_seed~7")  # its sweep
 UPPER = ("upper_bound_bigG", "upper_bound_vitb32")
 TOKENS = {"bigG": (256, 64), "vitb32": (49, 48)}
 
@@ -51,7 +52,7 @@ def test_vitb32_predictions_reach_the_decoder_through_a_converter(demo_run):
 def test_metrics_table_has_every_experiment_and_stage(demo_run):
     rows = list(csv.DictReader(open(demo_run / "tables/metrics.csv")))
     got = {(r["experiment"], r["stage"]) for r in rows}
-    assert got == ({(e, s) for e in EXPERIMENTS for s in ("recon", "enhanced")} | {("blurry_bigG", "blurry")}
+    assert got == ({(e, s) for e in EXPERIMENTS + SWEPT for s in ("recon", "enhanced")} | {("blurry_bigG", "blurry")}
                    | {(u, "upper_bound") for u in UPPER})
     for r in rows:
         assert r["n_test_images"] == "50"                          # two-way identification over all test images
@@ -72,6 +73,8 @@ def test_pictures_and_report(demo_run):
     snakemake(demo_run, "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
     assert "metrics.csv" in html and "loss_curve.png" in html
+    for name in ("sweeps.csv", "pareto.png", "learning_curve.png", "results.md"):
+        assert name in html, name
 
 
 def test_blurry_branch_predicts_the_images_latents(demo_run):

@@ -127,7 +127,7 @@ def test_identical_images_alexnet_two_way_is_one(alexnet2):
     assert feats.shape == (8, 192 * 31 * 31) and feats.dtype == torch.float32
     assert M.two_way_identification(feats, feats) == 1.0
     out = M.image_metrics(x, x, {"alexnet2": alexnet2})
-    assert list(out) == ["pixcorr", "ssim", "alexnet2"]
+    assert list(out) == ["pixcorr", "ssim", "alexnet2", "pixcorr_ci95", "ssim_ci95", "alexnet2_ci95"]
     assert out["pixcorr"] == pytest.approx(1.0) and out["ssim"] == pytest.approx(1.0)
     assert out["alexnet2"] == 1.0
 
@@ -170,7 +170,8 @@ def test_all_nets_identical_images_score_perfectly(effnet):
     models["efficientnet"] = effnet
     models["clip"] = lambda z: z[:, :, ::16, ::16].flatten(1)
     out = M.image_metrics(x, x, models, batch_size=2)
-    assert list(out) == ["pixcorr", "ssim", "alexnet5", "clip", "efficientnet", "swav"]
+    keys = ["pixcorr", "ssim", "alexnet5", "clip", "efficientnet", "swav"]
+    assert list(out) == keys + [f"{k}_ci95" for k in keys]
     for k in ("alexnet5", "clip"):
         assert out[k] == 1.0
     for k in ("efficientnet", "swav"):
@@ -347,3 +348,27 @@ def test_evaluate_scores_against_the_cached_ground_truth_features(tmp_path):
     assert wrong["recon"]["clip"] < 1.0
     with pytest.raises(ValueError, match=r"gt.safetensors: features of \{'clip': 6\} images, the ground truth has 5"):
         evaluate.read_ground_truth_features(path, 5)
+
+
+# --------------------------------------------------------------------------- confidence intervals
+
+def test_bootstrap_interval_of_a_fair_coin_matches_its_normal_interval():
+    # 200 images scoring 0 or 1, half each: the mean's sd is sqrt(.25 / 200) = .0354, so the
+    # 95% half-width is 1.96 * .0354 = .0693 (the percentile bootstrap agrees to a few percent).
+    x = np.array([0.0, 1.0] * 100)
+    assert M.bootstrap_ci95(x) == pytest.approx(1.96 * np.sqrt(0.25 / 200), rel=0.08)
+    assert M.bootstrap_ci95(x) == M.bootstrap_ci95(x)              # a fixed seed: reruns agree
+    assert M.bootstrap_ci95(np.full(10, 0.3)) == 0.0
+    assert np.isnan(M.bootstrap_ci95(np.array([0.1, np.nan, 0.2])))
+
+
+def test_image_metrics_intervals_come_from_the_per_image_scores():
+    gt = smooth_images(12, size=32, seed=3)
+    rec = (gt + 0.3 * smooth_images(12, size=32, seed=4)).clamp(0, 1)
+    out = M.image_metrics(gt, rec)
+    g = M._resize(M.resize_256(gt), M.LOWLEVEL_SIZE).reshape(12, -1).numpy()
+    r = M._resize(M.resize_256(rec), M.LOWLEVEL_SIZE).reshape(12, -1).numpy()
+    by_hand = np.array([np.corrcoef(g[i], r[i])[0, 1] for i in range(12)])
+    assert out["pixcorr"] == pytest.approx(by_hand.mean())
+    assert out["pixcorr_ci95"] == pytest.approx(M.bootstrap_ci95(by_hand)) and out["pixcorr_ci95"] > 0
+    assert out["pixcorr_ci95"] < by_hand.max() - by_hand.min()

@@ -33,6 +33,7 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
     # blurry experiment has them all), less compute.
     small = work / "small.yaml"
     small.write_text("model: {num_epochs: 2}\nsynthetic: {num_test_images: 16, trials_per_session: 300, num_images: 300}\n"
+                     "sweeps: {vitb32: null}\n"
                      "experiments: {lite_bigG: null, seed_vitb32: null, residual_bigG: null,\n"
                      "              blurry_bigG: {num_processes: 2}}\n")   # train: 2 GPUs, 2 ranks
     with SlurmCluster(tmp_path / "slurm", gpus=2) as cluster:
@@ -67,6 +68,6 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
     said = (work / "logs/train/blurry_bigG.log").read_text()
     assert "launching 2 training processes" in said and "rank 1 INFO fmri_recon.train: training" in said
     assert len(by_rule["train"]) == 1 and len(by_rule["reconstruct"]) == 2 and len(by_rule["blurry"]) == 1
-    for job in by_rule["check_data"] + by_rule["random_lowlevel"] + by_rule["metrics_table"]:
+    for job in by_rule["check_data"] + by_rule["random_lowlevel"] + by_rule["metrics_table"] + by_rule["results"]:
         assert job["gpus"] == 0 and job["job_gres"] is None, job
     assert not any(cluster.alive().values())

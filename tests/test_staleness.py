@@ -29,12 +29,19 @@ def planned(workdir, *configs, overrides=None) -> set[tuple[str, str]]:
 
 def decode_jobs(name: str) -> set[tuple[str, str]]:
     return {("train", f"experiment={name}"), ("reconstruct", f"name={name}"), ("refine", f"name={name}"),
-            ("evaluate", f"name={name}"), ("metrics_table", "")}
+            ("evaluate", f"name={name}"), ("metrics_table", ""), ("results", "")}
 
 
 def test_one_experiments_parameter_reruns_only_that_experiment(demo_run):
+    jobs = planned(demo_run, overrides={"experiments": {"lite_bigG": {"max_lr": 0.002}}})
+    assert jobs == decode_jobs("lite_bigG")
+
+
+def test_a_sweeps_base_parameter_reruns_the_base_and_its_points(demo_run):
     jobs = planned(demo_run, overrides={"experiments": {"seed_vitb32": {"max_lr": 0.002}}})
-    assert jobs == decode_jobs("seed_vitb32")
+    points = ("seed_vitb32", "vitb32_num_sessions~1_seed~7", "vitb32_num_sessions~2_seed~42",
+              "vitb32_num_sessions~2_seed~7")
+    assert jobs == set().union(*map(decode_jobs, points))
 
 
 def test_resource_settings_rerun_nothing(demo_run):
@@ -44,6 +51,11 @@ def test_resource_settings_rerun_nothing(demo_run):
 def test_a_new_experiment_runs_only_its_own_jobs(demo_run):
     jobs = planned(demo_run, overrides={"experiments": {"wide_bigG": {"hidden_dim": 512}}})
     assert jobs == decode_jobs("wide_bigG")
+
+
+def test_a_new_grid_value_runs_only_the_new_points(demo_run):
+    jobs = planned(demo_run, overrides={"sweeps": {"vitb32": {"grid": {"seed": [42, 7, 3]}}}})
+    assert jobs == decode_jobs("vitb32_num_sessions~1_seed~3") | decode_jobs("vitb32_num_sessions~2_seed~3")
 
 
 def test_reordered_config_keys_rerun_nothing(demo_run, tmp_path):

@@ -30,13 +30,15 @@ def read(path):
 
 def test_columns_present_and_ordered(tmp_path):
     names = list(tables.COLUMNS)
-    assert names[:3] == ["experiment", "stage", "n_test_images"]
+    assert names[:4] == ["experiment", "stage", "subject", "n_test_images"]
     order = ["image_to_brain", "brain_to_image", "retrieval_draw_size", "pixcorr", "ssim", "alexnet2", "alexnet5",
              "inception", "clip", "efficientnet", "swav", "caption_meteor", "caption_rouge1", "caption_rougeL",
              "caption_sentence", "caption_clip_text", "brain_corr_nsd_general", "brain_corr_higher_vis",
              "train_wall_time_s", "train_peak_memory_mb", "params_total"]
     assert [n for n in names if n in order] == order
-    assert names[-3:] == ["train_wall_time_s", "train_peak_memory_mb", "params_total"]
+    cost = [f"cost_{s}_{f}" for s in tables.COST_STAGES for f in tables.COST_FIELDS]
+    assert names[-3 - len(cost):] == ["train_wall_time_s", "train_peak_memory_mb", "params_total", *cost]
+    assert names.index("pixcorr_ci95") > names.index("swav")
     assert all(isinstance(d, str) and d for d in tables.COLUMNS.values())
     assert "Image retrieval" in tables.COLUMNS["image_to_brain"]
     assert "Brain retrieval" in tables.COLUMNS["brain_to_image"]

@@ -158,16 +158,23 @@ def blend(enhanced: torch.Tensor, blurry: torch.Tensor, weight: float = 0.75) ->
 
 # --------------------------------------------------------------------------- low-level
 
-def pixcorr(gt: torch.Tensor, rec: torch.Tensor) -> float:
-    """5.1: mean over images of the Pearson r of the flattened RGB pixels at 425x425."""
+def _mean_or_each(scores, per_image: bool):
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores if per_image else float(np.mean(scores))
+
+
+def pixcorr(gt: torch.Tensor, rec: torch.Tensor, *, per_image: bool = False):
+    """5.1: mean over images of the Pearson r of the flattened RGB pixels at 425x425
+    (``per_image``: the array of each image's r)."""
     gt, rec = _check_pair(gt, rec)
     g = _resize(gt, LOWLEVEL_SIZE).reshape(len(gt), -1).cpu().numpy()
     r = _resize(rec, LOWLEVEL_SIZE).reshape(len(rec), -1).cpu().numpy()
-    return float(np.mean([np.corrcoef(g[i], r[i])[0, 1] for i in range(len(g))]))
+    return _mean_or_each([np.corrcoef(g[i], r[i])[0, 1] for i in range(len(g))], per_image)
 
 
-def ssim(gt: torch.Tensor, rec: torch.Tensor) -> float:
-    """5.2: mean SSIM of the grayscale 425x425 images (Gaussian window, sigma 1.5).
+def ssim(gt: torch.Tensor, rec: torch.Tensor, *, per_image: bool = False):
+    """5.2: mean SSIM of the grayscale 425x425 images (Gaussian window, sigma 1.5;
+    ``per_image``: the array of each image's SSIM).
 
     Grayscale is ``skimage.color.rgb2gray`` (0.2125 R + 0.7154 G + 0.0721 B); the call is
     ``structural_similarity(rec, gt, gaussian_weights=True, sigma=1.5,
@@ -185,7 +192,7 @@ def ssim(gt: torch.Tensor, rec: torch.Tensor) -> float:
                               use_sample_covariance=False, data_range=1.0)
         for i in range(len(g))
     ]
-    return float(np.mean(scores))
+    return _mean_or_each(scores, per_image)
 
 
 # --------------------------------------------------------------------------- feature scores
@@ -238,15 +245,32 @@ def two_way_identification(gt_feats: Any, rec_feats: Any, *, return_per_image: b
     return per_image if return_per_image else float(np.mean(counts) / (n - 1))
 
 
-def correlation_distance(gt_feats: Any, rec_feats: Any) -> float:
-    """5.4 / 5.5: mean over images of ``scipy.spatial.distance.correlation(gt_i, rec_i)``."""
+def correlation_distance(gt_feats: Any, rec_feats: Any, *, per_image: bool = False):
+    """5.4 / 5.5: mean over images of ``scipy.spatial.distance.correlation(gt_i, rec_i)``
+    (``per_image``: the array of each image's distance)."""
     from scipy.spatial.distance import correlation
 
     G, P = _as_features(gt_feats, "gt_feats"), _as_features(rec_feats, "rec_feats")
     if G.shape != P.shape:
         raise ValueError(f"gt_feats and rec_feats differ in shape: {G.shape} vs {P.shape}")
     G, P = G.astype(np.float64), P.astype(np.float64)
-    return float(np.mean([correlation(G[i], P[i]) for i in range(len(G))]))
+    return _mean_or_each([correlation(G[i], P[i]) for i in range(len(G))], per_image)
+
+
+def bootstrap_ci95(per_image: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> float:
+    """Half-width of the 95% percentile bootstrap interval of the mean over test images
+    (scipy.stats.bootstrap; resampling images with replacement, a fixed seed so reruns agree).
+    NaN when a score is NaN or there are fewer than 2 images."""
+    from scipy.stats import bootstrap
+
+    x = np.asarray(per_image, dtype=np.float64)
+    if len(x) < 2 or not np.isfinite(x).all():
+        return float("nan")
+    if np.ptp(x) == 0:
+        return 0.0                                            # every resample has the same mean
+    res = bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=0.95, method="percentile",
+                    vectorized=True, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.high - res.confidence_interval.low) / 2
 
 
 # --------------------------------------------------------------------------- networks
@@ -393,7 +417,8 @@ def image_metrics(gt: torch.Tensor, rec: torch.Tensor, models: Mapping[str, Any]
     holds it (a feature extractor, or for ``clip`` an ``encode_image`` callable).
     Two-way identification scores are fractions in [0, 1] (higher is better); ``efficientnet``
     and ``swav`` are mean correlation distances (lower is better).  Keys follow
-    :data:`METRIC_KEYS` order.  ``gt_features``: a dict kept by the caller across calls with
+    :data:`METRIC_KEYS` order, then each one's ``<key>_ci95`` (``bootstrap_ci95`` over the
+    test images).  ``gt_features``: a dict kept by the caller across calls with
     the same ``gt`` (several image sets of one experiment); the ground truth's features are
     computed once and stored in it by metric name.
     """
@@ -404,7 +429,7 @@ def image_metrics(gt: torch.Tensor, rec: torch.Tensor, models: Mapping[str, Any]
         raise ValueError(f"unknown metric model(s) {sorted(unknown)}; expected some of {sorted(FEATURE_NETS)}")
     gt, rec = _check_pair(gt, rec)
     gt, rec = resize_256(gt), resize_256(rec)
-    out: dict[str, float] = {"pixcorr": pixcorr(gt, rec), "ssim": ssim(gt, rec)}
+    each = {"pixcorr": pixcorr(gt, rec, per_image=True), "ssim": ssim(gt, rec, per_image=True)}
     for key in METRIC_KEYS[2:]:
         model = models.get(key)
         if model is None:
@@ -414,5 +439,8 @@ def image_metrics(gt: torch.Tensor, rec: torch.Tensor, models: Mapping[str, Any]
             gt_features[key] = extract(key, model, gt, batch_size, device=device)
         g = gt_features[key]
         r = extract(key, model, rec, batch_size, device=device)
-        out[key] = two_way_identification(g, r) if spec.score == "two_way" else correlation_distance(g, r)
+        each[key] = (two_way_identification(g, r, return_per_image=True) if spec.score == "two_way"
+                     else correlation_distance(g, r, per_image=True))
+    out: dict[str, float] = {k: float(np.mean(v)) for k, v in each.items()}
+    out.update({f"{k}_ci95": bootstrap_ci95(v) for k, v in each.items()})
     return out
