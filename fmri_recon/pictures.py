@@ -30,7 +30,6 @@ BAR_LABELS = {
     "clip": "CLIP", "efficientnet": "Eff ↓", "swav": "SwAV ↓", "image_to_brain": "Image retr.",
     "brain_to_image": "Brain retr.",
 }
-_STAGE_PREFERENCE = ("enhanced", "recon", "blurry")
 
 
 def _figure(width_px: int, height_px: int):
@@ -110,20 +109,16 @@ def _float(value: str | None) -> float:
 def metrics_bar_chart(table_csv: str | Path, path: str | Path, size_px: tuple[int, int] = (1000, 450)) -> Path:
     """Grouped bars of the main metrics (:data:`BAR_METRICS`), one bar per experiment.
 
-    Each experiment is shown at its most refined stage present (enhanced, else recon, else
-    blurry).  Dashed lines mark chance where it is defined (0.5 for two-way identification,
+    Each experiment is shown at its most refined stage present (fmri_recon.results.final_rows:
+    enhanced, else recon, else blurry).  Dashed lines mark chance where it is defined (0.5 for two-way identification,
     0 for PixCorr, 1/draw size for retrieval).  Missing values leave a gap.
     """
     import numpy as np
 
+    from .results import final_rows
     from .tables import read_table
 
-    rows = read_table(table_csv)
-    chosen: dict[str, dict[str, str]] = {}
-    for stage in _STAGE_PREFERENCE:
-        for row in rows:
-            if row["stage"] == stage and row["experiment"] not in chosen:
-                chosen[row["experiment"]] = row
+    chosen = {row["experiment"]: row for row in final_rows(read_table(table_csv))}
     fig = _figure(*size_px)
     ax = fig.add_axes([0.07, 0.16, 0.72, 0.74])
     metrics = list(BAR_METRICS)

@@ -184,16 +184,3 @@ def page(rows: Sequence[dict], groups: Sequence[dict], pictures: dict[str, str])
              *subject_section(rows), ""]
     return "\n".join(parts)
 
-
-def write_sweep_table(groups: Sequence[dict], path) -> None:
-    """tables/sweeps.csv: the columns of :data:`SWEEP_COLUMNS`, atomically."""
-    import csv
-
-    from .helpers import atomic_output
-    from .tables import _cell
-
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(SWEEP_COLUMNS)
-            writer.writerows([_cell(g.get(c)) for c in SWEEP_COLUMNS] for g in groups)

@@ -153,8 +153,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write ``rows`` as CSV with the columns of :data:`COLUMNS` (in that order), atomically.
+def write_table(rows: Iterable[Mapping[str, Any]], path: str | Path,
+                columns: Mapping[str, str] = COLUMNS) -> Path:
+    """Write ``rows`` as CSV with the ``columns`` (default :data:`COLUMNS`, in that order), atomically.
 
     A key that is not a known column is an error (a misspelt metric would otherwise vanish).
     """
@@ -162,16 +163,16 @@ def write_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
 
     rows = list(rows)
     for row in rows:
-        extra = set(row) - set(COLUMNS)
+        extra = set(row) - set(columns)
         if extra:
             raise ValueError(f"write_table: unknown column(s) {sorted(extra)} in the row of "
                              f"{row.get('experiment')}/{row.get('stage')}")
     with atomic_output(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(COLUMNS)
+            writer.writerow(columns)
             for row in rows:
-                writer.writerow([_cell(row.get(c)) for c in COLUMNS])
+                writer.writerow([_cell(row.get(c)) for c in columns])
     return Path(path)
 
 

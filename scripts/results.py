@@ -13,7 +13,7 @@ log = runlog.setup(snakemake.log[0])
 out = snakemake.output
 rows = tables.read_table(snakemake.input.table)
 groups = results.sweep_rows(rows, json.loads(snakemake.params.sweeps))
-results.write_sweep_table(groups, out.sweeps)
+tables.write_table(groups, out.sweeps, columns=results.SWEEP_COLUMNS)
 pictures.pareto_chart(rows, out.pareto)
 pictures.learning_curve(groups, out.learning_curve)
 here = os.path.dirname(out.page)
