@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import helpers
+from . import helpers, released
 from .models import BrainConfig, MindEyeModel
 
 
@@ -26,23 +26,24 @@ def save(path: str | Path, state: dict) -> None:
 
 
 def read(path: str | Path) -> dict:
-    """The checkpoint dict (trusted file written by this project: full unpickling)."""
-    return torch.load(helpers.need(Path(path)), map_location="cpu", weights_only=False)
+    """The checkpoint dict, read as any torch file is (fmri_recon.released: nothing is unpickled
+    that the weights-only reader does not allow)."""
+    return released.load(path)
 
 
 def read_model_state(path: str | Path) -> dict:
     """``model_state_dict`` of a checkpoint in upstream's format (a released ``last.pth``, or ours),
     memory-mapped: nothing else of the file is read, so the optimizer state (most of a 9-10 GB
-    release) never enters memory. Full unpickling: the file is the release the config names."""
-    path = helpers.need(Path(path))
+    release) never enters memory. Upstream's torch-2.1 files also hold their scheduler and
+    optimizer as objects: those are left unread (fmri_recon.released)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        ckpt = released.load(path, mmap=True)
     except RuntimeError as e:       # torch's legacy (non-zip) format cannot be memory-mapped
         raise CheckpointMismatch(f"{path}: not a torch.save zip checkpoint: {e}") from e
     if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointMismatch(f"{path}: no model_state_dict (upstream's last.pth layout); has {keys}")
-    return ckpt["model_state_dict"]
+    return released.tensors(ckpt["model_state_dict"], path, "model_state_dict")
 
 
 # The config value that decides the shape of each part of the model (for the message of a misfit).

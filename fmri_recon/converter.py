@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import torch
 import torch.nn as nn
-from . import helpers
+from . import helpers, released
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,10 @@ UPSTREAM_KEYS = {"linear1.weight": "tokens.weight", "linear1.bias": "tokens.bias
 def load(path, device="cpu") -> TokenConverter:
     """A converter file: ours (written by ``save``) or upstream's released one, loaded strictly."""
 
-    ckpt = torch.load(helpers.need(path), map_location="cpu", weights_only=True)
-    if "model_state_dict" in ckpt:
-        return load_upstream(path, ckpt["model_state_dict"]).to(device).eval()
+    ckpt = released.load(path)
+    if "model_state_dict" in ckpt:     # upstream's, beside its optimizer and torch-2.1 scheduler
+        state = released.tensors(ckpt["model_state_dict"], path, "model_state_dict")
+        return load_upstream(path, state).to(device).eval()
     model = TokenConverter(**ckpt["shape"])
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.to(device).eval()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import helpers
+from . import helpers, released
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_vae(tiny: bool = False):
 def load_vae(path: str | Path, tiny: bool = False, device="cpu", dtype=torch.float32):
     """The VAE with the state dict ``path`` (upstream's ``sd_image_var_autoenc.pth``) loaded strictly."""
     vae = build_vae(tiny)
-    state = torch.load(helpers.need(Path(path)), map_location="cpu", weights_only=True)
+    state = released.tensors(released.load(path), path, "the file")
     try:
         vae.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -135,10 +135,11 @@ def load_teacher(path: str | Path, tiny: bool = False, device="cpu", dtype=torch
     from timm.models.convnext import checkpoint_filter_fn
 
     teacher = build_teacher(tiny)
-    ckpt = torch.load(helpers.need(Path(path)), map_location="cpu", weights_only=False)
+    ckpt = released.load(path)     # VICRegL's full checkpoint: only its 'model' is read
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: expected a VICRegL checkpoint, a dict with key 'model'")
-    state = {k.replace("module.", ""): v for k, v in ckpt["model"].items()}
+    model = released.tensors(ckpt["model"], path, "model")
+    state = {k.replace("module.", ""): v for k, v in model.items()}
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     backbone = checkpoint_filter_fn(backbone, teacher.backbone)
     projector = {k[len("maps_projector."):]: v for k, v in state.items() if k.startswith("maps_projector.")}

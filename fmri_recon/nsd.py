@@ -277,15 +277,11 @@ def images_of_runs(data_dir: str | Path, runs, new_test: bool) -> np.ndarray:
 
 # --------------------------------------------------------------------------- eval files
 def load_eval(data_dir: str | Path, name: str):
-    """An ``evals/*.pt`` file: a tensor, or (captions) a numpy array of str as upstream saves it."""
-    import torch
+    """An ``evals/*.pt`` file: a tensor, or (captions) a numpy array of str as upstream saved it
+    under numpy 1.x (fmri_recon.released reads both numpy's names, and nothing else)."""
+    from . import released
 
-    path = helpers.need(Path(data_dir) / name)
-    # Upstream pickles numpy string arrays; allow exactly those numpy types, nothing else.
-    safe = [np.ndarray, np.dtype, np.dtypes.StrDType, np._core.multiarray._reconstruct]
-    with torch.serialization.safe_globals(safe):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
+    return released.load(Path(data_dir) / name)
 
 
 def check_finite_betas(split: Split, chunk: int = 1024) -> None:

@@ -173,7 +173,7 @@ def _load_converted(cls, config: dict, converted: dict, source: dict, what: str)
     """Instantiate ``cls(**config)`` on the meta device and assign ``converted``; all keys must match."""
     import torch
 
-    absent = sorted(k for k, v in converted.items() if v is None)     # e.g. an EMA copy that is not there
+    absent = sorted(k for k, v in converted.items() if v is None)     # a key the converter expected
     if absent:
         raise ValueError(f"{what}: the checkpoint has no tensor for {absent[:20]} ({len(absent)})")
     left = _unconsumed(source, converted)
@@ -195,7 +195,7 @@ def _load_converted(cls, config: dict, converted: dict, source: dict, what: str)
 
 def convert_unclip_checkpoint(sgm_ckpt: str | Path, out_dir: str | Path, *, unet_params: dict = UNCLIP6_UNET,
                               vae_params: dict = SDXL_VAE, image_size: int = UNCLIP_IMAGE_SIZE,
-                              seq_len: int = UNCLIP_SEQ_LEN, weights_only: bool = True) -> Path:
+                              seq_len: int = UNCLIP_SEQ_LEN) -> Path:
     """Convert MindEye2's sgm checkpoint (``unclip6_epoch0_step110000.ckpt``) to the decoder folder.
 
     The file holds ``{'state_dict': ...}`` with sgm keys ``model.diffusion_model.*`` (UNet) and
@@ -204,35 +204,26 @@ def convert_unclip_checkpoint(sgm_ckpt: str | Path, out_dir: str | Path, *, unet
     every UNet/VAE key of the checkpoint must land on a diffusers parameter and every parameter
     must be set, else ``ValueError`` names the keys. Writes the layout of the module docstring.
 
-    If the checkpoint carries EMA weights (``model_ema.*``) they are used, as upstream samples
-    under ``ema_scope()`` (UNVERIFIED whether the published file has any). If ``label_emb.0.0``
-    is wider than ``adm_in_channels`` its first columns are kept, as upstream's Pruner does.
+    The file is a PyTorch Lightning checkpoint (optimizer and scheduler states, callbacks,
+    hyper-parameters beside ``state_dict``): only ``state_dict`` is read, memory-mapped, and the
+    rest is never unpickled (fmri_recon.released). Upstream builds its engine without EMA
+    (``DiffusionEngine(...)`` has ``use_ema=False``, so ``ema_scope()`` changes nothing) and loads
+    the file strictly, so the published file has no ``model_ema.*`` keys and its ``label_emb``
+    already has ``adm_in_channels`` columns (the Pruner ran in training): the raw UNet weights
+    are the decoder, and a file of another width fails with its shapes named.
     """
-    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (LDM_UNET_KEY, convert_ldm_unet_checkpoint,
                                                      convert_ldm_vae_checkpoint)
 
-    sgm_ckpt = Path(sgm_ckpt)
-    ckpt = torch.load(sgm_ckpt, map_location="cpu", mmap=True, weights_only=weights_only)
-    if "state_dict" not in ckpt:
-        raise ValueError(f"{sgm_ckpt}: no 'state_dict' (keys: {sorted(ckpt)[:10]})")
-    state = ckpt["state_dict"]
+    from . import released
 
-    ema = sum(k.startswith("model_ema.") for k in state) > 100
-    if ema:
-        log.info("%s: using the EMA weights of the UNet", sgm_ckpt.name)
-        source = {k: v for k, v in state.items()
-                  if k.startswith("model_ema.") and k not in ("model_ema.decay", "model_ema.num_updates")}
-    else:
-        source = {k: v for k, v in state.items() if k.startswith(LDM_UNET_KEY)}
+    sgm_ckpt = Path(sgm_ckpt)
+    state = released.tensors(released.item(released.load(sgm_ckpt, mmap=True), "state_dict", sgm_ckpt),
+                             sgm_ckpt, "state_dict")
+    source = {k: v for k, v in state.items() if k.startswith(LDM_UNET_KEY)}
     ucfg = unet_config(unet_params, image_size // 8)
-    unet_sd = convert_ldm_unet_checkpoint(state, ucfg, extract_ema=ema)
-    width = unet_params["adm_in_channels"]
-    w = unet_sd.get("add_embedding.linear_1.weight")
-    if w is not None and w.shape[1] > width:
-        log.info("%s: pruning label_emb.0.0 from %d to its first %d columns", sgm_ckpt.name, w.shape[1], width)
-        unet_sd["add_embedding.linear_1.weight"] = w[:, :width]
+    unet_sd = convert_ldm_unet_checkpoint(state, ucfg)
     unet = _load_converted(UNet2DConditionModel, ucfg, unet_sd, source, f"{sgm_ckpt.name} UNet")
 
     vcfg = vae_config(vae_params, image_size)

@@ -267,17 +267,21 @@ def test_convert_sgm_checkpoint_round_trip(tmp_path):
     assert decoder.decode(torch.randn(1, SEQ, DIM), generator=gen(0), **{**FAST, "num_steps": 2}).shape == (1, 3, 64, 64)
 
 
-def test_convert_uses_ema_weights(tmp_path):
-    """sgm's LitEma keys (dots removed) win over the raw UNet weights when present."""
+def test_convert_uses_the_raw_unet_weights_and_refuses_an_unpruned_label_emb(tmp_path):
+    """Upstream's engine has no EMA (use_ema=False): sgm's LitEma keys, were a file to hold them,
+    are not its decoder. Its label_emb is already pruned to adm_in_channels: a wider one fails,
+    named, rather than being cut."""
     from diffusers import UNet2DConditionModel
 
     state, usd, _ = _sgm_checkpoint(tmp_path)
     unet_keys = [k for k in state if k.startswith("model.diffusion_model.")]
-    state.update({"model_ema." + "".join(k.split(".")[1:]): state[k] + 1 for k in unet_keys})
-    state.update({"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(5)})
-    unet = UNet2DConditionModel.from_pretrained(_convert(tmp_path, state, "ema") / "unet", local_files_only=True)
-    loaded = unet.state_dict()
-    assert all(torch.equal(loaded[k], usd[k] + 1) for k in usd)
+    ema = dict(state, **{"model_ema." + "".join(k.split(".")[1:]): state[k] + 1 for k in unet_keys})
+    unet = UNet2DConditionModel.from_pretrained(_convert(tmp_path, ema, "ema") / "unet", local_files_only=True)
+    assert all(torch.equal(unet.state_dict()[k], usd[k]) for k in usd)
+    key = "model.diffusion_model.label_emb.0.0.weight"
+    wide = dict(state, **{key: torch.cat([state[key], state[key]], 1)})
+    with pytest.raises(RuntimeError, match=r"add_embedding\.linear_1\.weight.*torch\.Size\(\[\d+, 2048\]\)"):
+        _convert(tmp_path, wide, "wide")
 
 
 def test_convert_names_bad_keys(tmp_path):

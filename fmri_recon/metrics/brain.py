@@ -241,13 +241,16 @@ class GNet8Encoder(nn.Module):
                       device: str | torch.device = "cpu") -> "GNet8Encoder":
         """Build from upstream's ``gnet_multisubject.pt`` (the readouts of ``subjects``, default all).
 
-        The file is a pickle with numpy arrays inside (``torch.load(weights_only=False)``):
-        load only a file you trust.  Shared weights and readouts are loaded strictly.
+        The file holds numpy arrays pickled under numpy 1.x beside the tensors; it is read with
+        exactly those globals allowed (fmri_recon.released). Shared weights and readouts are
+        loaded strictly.
         """
+        from .. import released
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: GNet8 checkpoint not found (MindEye2's gnet_multisubject.pt)")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = released.load(path)
         try:
             best = ckpt["best_params"]
             fwrfs = best["fwrfs"]
