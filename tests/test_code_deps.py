@@ -124,7 +124,7 @@ def schema_defaults(block: str) -> dict:
 
 
 # Package defaults that differ from the schema's on purpose, with why.
-ON_PURPOSE = {("BrainConfig", "clip_exclude_mean"): "False reads checkpoints that predate the key as upstream's model"}
+ON_PURPOSE: dict = {}
 
 
 @pytest.mark.parametrize("cls, block", [("fmri_recon.models.BrainConfig", "model"),
