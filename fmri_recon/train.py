@@ -11,8 +11,9 @@ killed run resumes where it stopped and ends with the same weights.
 
 An epoch has upstream's number of steps (``750 * sessions`` samples, ``750 * 40`` multi-subject,
 over the global batch), drawn from back-to-back permutations of the train trials where upstream
-samples with replacement. Like upstream, a batch that holds the same image twice is skipped (a
-contrastive loss would count it as a negative).
+samples with replacement. Like upstream, a subject's share of a batch that holds the same image
+twice is drawn again (a contrastive loss would count it as its own negative), so every epoch has
+exactly its number of steps and OneCycle reaches its end.
 """
 from __future__ import annotations
 
@@ -217,29 +218,52 @@ class LossModel(torch.nn.Module):
         return l1, losses.soft_cont_loss(flat(aux), flat(teacher), flat(teacher_aug), temp=0.2)
 
 
-def epoch_batches(data: TrainData, tc: TrainConfig, epoch: int) -> list[list[np.ndarray]]:
-    """Per global step, the trial indices of each subject; reproducible from (seed, epoch).
-
-    Upstream's number of steps: ``samples_per_epoch // batch_size`` (750 x sessions, or 750 x 40
-    for multi-subject, over the global batch). Each subject's share of a step comes from
-    back-to-back permutations of its train trials (upstream samples with replacement), so every
-    trial is seen about equally often."""
-    per_subject = tc.batch_size // len(data.subjects)
-    rng = np.random.default_rng([tc.seed, epoch])
+def steps_per_epoch(data: TrainData, tc: TrainConfig) -> int:
+    """Upstream's number of steps: ``samples_per_epoch // batch_size`` (750 x sessions, or 750 x 40
+    for multi-subject, over the global batch); without it, one pass over the smallest subject."""
     if data.samples_per_epoch is None:
-        steps = min(len(s.voxels) // per_subject for s in data.subjects)
-    else:
-        steps = data.samples_per_epoch // tc.batch_size
-    streams = []
+        return min(len(s.voxels) // (tc.batch_size // len(data.subjects)) for s in data.subjects)
+    return data.samples_per_epoch // tc.batch_size
+
+
+def epoch_batches(data: TrainData, tc: TrainConfig, epoch: int) -> tuple[list[list[np.ndarray]], int]:
+    """Per global step, the trial indices of each subject, and how many shares were drawn again;
+    reproducible from (seed, epoch).
+
+    Each subject's share of a step is the next ``batch_size / subjects`` trials of back-to-back
+    permutations of its train trials (upstream samples with replacement), so every trial is seen
+    about equally often. A share that holds an image twice is drawn again, as upstream's loop
+    ``continue``s to its loader's next batch (HDF5 cannot read an image twice in one call there):
+    the epoch keeps its ``steps_per_epoch`` steps."""
+    per_subject, steps = tc.batch_size // len(data.subjects), steps_per_epoch(data, tc)
+    rng = np.random.default_rng([tc.seed, epoch])
+    shares, redrawn = [], 0
     for s in data.subjects:
-        passes = -(-steps * per_subject // len(s.voxels))            # ceil
-        streams.append(np.concatenate([rng.permutation(len(s.voxels)) for _ in range(max(passes, 1))]))
-    return [[p[i * per_subject:(i + 1) * per_subject] for p in streams] for i in range(steps)]
+        if len(np.unique(s.image_ids)) < per_subject:
+            raise ValueError(f"subject {s.subject}: {len(np.unique(s.image_ids))} train images, fewer than its "
+                             f"{per_subject} per batch (batch_size {tc.batch_size}): no batch without repeats")
+        stream, drawn = _shares(rng, len(s.voxels), per_subject), []
+        while len(drawn) < steps:
+            idx = next(stream)
+            if len(np.unique(s.image_ids[idx])) < per_subject:
+                redrawn += 1
+                if redrawn > 100 * steps + 1000:
+                    raise ValueError(f"subject {s.subject}: batches of {per_subject} almost never hold distinct "
+                                     "images; lower batch_size")
+                continue
+            drawn.append(idx)
+        shares.append(drawn)
+    return [list(step) for step in zip(*shares)], redrawn
 
 
-def has_duplicate_images(data: TrainData, batch: list[np.ndarray]) -> bool:
-    ids = np.concatenate([s.image_ids[idx] for s, idx in zip(data.subjects, batch)])
-    return len(np.unique(ids)) < len(ids)
+def _shares(rng: np.random.Generator, n: int, size: int):
+    """Consecutive ``size``-trial slices of back-to-back permutations of ``range(n)``, endlessly."""
+    buf = np.empty(0, np.int64)
+    while True:
+        while len(buf) < size:
+            buf = np.concatenate([buf, rng.permutation(n)])
+        yield buf[:size]
+        buf = buf[size:]
 
 
 def micro_batches(data: TrainData, batch: list[np.ndarray], tc: TrainConfig, device, mixup: bool,
@@ -413,17 +437,14 @@ def prepare(model: MindEyeModel, tc: TrainConfig, steps_per_epoch: int, ckpt: di
 
 
 def train_epoch(data: TrainData, tc: TrainConfig, epoch: int, parts, mixup: bool, temp: float, teacher_aug):
-    """One pass over the epoch's batches: (mean loss of each kind, optimizer steps, skipped batches)."""
+    """One pass over the epoch's batches: (mean loss of each kind, optimizer steps, shares drawn again)."""
     from tqdm import tqdm
 
     accelerator, loss_model, optimizer, scheduler = parts
-    sums, done, skipped = {k: 0.0 for k in LOSSES}, 0, 0
-    batches = epoch_batches(data, tc, epoch)
+    sums, done = {k: 0.0 for k in LOSSES}, 0
+    batches, redrawn = epoch_batches(data, tc, epoch)
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{tc.num_epochs}", unit="step", disable=not distributed.is_main())
     for step, batch in enumerate(bar):
-        if has_duplicate_images(data, batch):
-            skipped += 1
-            continue
         seeds = [distributed.step_seeds(tc.seed, epoch, step, m) for m in range(tc.grad_accum)]
         for voxels, subj_idx, targets, mix, low, rows, noise_seed in micro_batches(
                 data, batch, tc, accelerator.device, mixup, seeds):
@@ -441,7 +462,7 @@ def train_epoch(data: TrainData, tc: TrainConfig, epoch: int, parts, mixup: bool
                 sums[k] += float(out[k].detach()) / tc.grad_accum
         done += 1
     means = distributed.mean_over_ranks({k: v / max(done, 1) for k, v in sums.items()}, accelerator.device)
-    return means, done, skipped
+    return means, done, redrawn
 
 
 def save_checkpoint(path: Path, parts, state: dict) -> None:
@@ -508,7 +529,7 @@ def check_inputs(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig, teach
 
 def count_steps(data: TrainData, tc: TrainConfig) -> int:
     """Optimizer steps per epoch (the scheduler's span needs it), refusing an epoch of none."""
-    steps = len(epoch_batches(data, tc, 0))
+    steps = steps_per_epoch(data, tc)
     if steps == 0:
         raise ValueError(f"batch_size {tc.batch_size} is larger than the train set of a subject")
     return steps
@@ -529,7 +550,7 @@ def train_and_validate(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig,
     accelerator, loss_model = parts[:2]
     t0 = time.perf_counter()
     mixup, temp = regime
-    means, done, skipped = train_epoch(data, tc, epoch, parts, mixup, temp, teacher_aug)
+    means, done, redrawn = train_epoch(data, tc, epoch, parts, mixup, temp, teacher_aug)
     if not distributed.is_main():    # validation and the log are rank 0's; the others wait for it
         distributed.barrier()
         return None, None
@@ -541,7 +562,7 @@ def train_and_validate(data: TrainData, brain_cfg: BrainConfig, tc: TrainConfig,
     progress.peak = max(progress.peak, peak_memory_mb(accelerator.device))
     row = {"epoch": epoch + 1, "lr": parts[3].get_last_lr()[0], "mixup": int(mixup), "temp": temp,
            **{f"train_loss_{k}": v for k, v in means.items() if brain_cfg.blurry_recon or not k.startswith("blur")},
-           "skipped_batches": skipped, **val, "epoch_time_s": time.perf_counter() - t0}
+           "steps": done, "redrawn_shares": redrawn, **val, "epoch_time_s": time.perf_counter() - t0}
     return row, val
 
 
