@@ -6,6 +6,7 @@ which key is wrong and why.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -44,3 +45,27 @@ def expand_sweeps(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         return experiment.resolve({**config, "experiments": {"x": overrides}}, "x")
 
     return sweeps.expand(config["sweeps"], config["experiments"], settings, keys)
+
+
+# Upstream's released models name the one subject they did not pretrain on: multisubject_subj0N*
+# and final_multisubject_subj0N were pretrained on the other seven, final_subj0N_pretrained_* then
+# fine-tuned on N's train sessions. Only N's test images are unseen by such a model.
+_HELD_OUT = re.compile(r"(?:^|/)(?:final_)?(?:multisubject_subj0|subj0)(\d)(?:_|/|$)")
+
+
+def test_subject_leak(name: str, exp: dict) -> str | None:
+    """Why experiment ``name`` (resolved settings) would train or evaluate on a model that saw its
+    subject's test images, or None. ``allow_test_subject_in_pretraining`` silences it."""
+    subject = exp["subjects"][0]
+    for key in ("init_from", "checkpoint"):
+        spec = exp.get(key) or ""
+        match = spec.startswith(("data:", "file:")) and _HELD_OUT.search(spec.split(":", 1)[1])
+        if not match or int(match.group(1)) == subject or exp.get("allow_test_subject_in_pretraining"):
+            continue
+        held_out = int(match.group(1))
+        others = ", ".join(str(s) for s in range(1, 9) if s != held_out)
+        return (f"config: experiments.{name}.{key} = {spec!r} was pretrained on subjects {others} (all but "
+                f"{held_out}), so on subject {subject}'s own test images. Use data:train_logs/"
+                f"final_multisubject_subj{subject:02d}/last.pth, pretrained without subject {subject} (hidden_dim "
+                "4096, blurry_recon true), or set allow_test_subject_in_pretraining: true if you mean it")
+    return None

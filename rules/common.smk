@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from fmri_recon import code_deps
+from fmri_recon.configuration import test_subject_leak
 from fmri_recon import experiment as fmri_experiment
 from fmri_recon import nsd, synthetic
 
@@ -448,6 +449,9 @@ def _check_config():
     """Checks the schema cannot express; each names the key at fault."""
     for name in config["experiments"]:
         exp = experiment(name)
+        leak = test_subject_leak(name, exp)
+        if leak:
+            raise WorkflowError(leak)
         if exp["clip_target"] not in config["clip_models"]:
             raise WorkflowError(
                 f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "

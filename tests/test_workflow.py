@@ -100,6 +100,25 @@ def test_real_config_fine_tunes_its_default_experiment_from_the_released_light_m
     assert "experiments.lite_bigG.init_from = 'lite_bigG' is not another experiment" in bad.stdout + bad.stderr
 
 
+def test_a_model_pretrained_on_the_test_subject_is_refused_before_any_job(tmp_path):
+    """subject 2 with config.yaml's default start (the light model, pretrained on subjects 2-8)
+    would fine-tune on subject 2's own test images: refused while the DAG is built, naming the
+    subject, the checkpoint and the file to use; an explicit key allows it."""
+    bad = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides={"subject": 2}, check=False)
+    said = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "rule " not in bad.stdout
+    assert (f"experiments.lite_bigG.init_from = 'data:{RELEASED_LIGHT}' was pretrained on subjects 2, 3, 4, 5, 6, 7, "
+            "8 (all but 1), so on subject 2's own test images") in said, said[-2000:]
+    assert "data:train_logs/final_multisubject_subj02/last.pth" in said
+    meant = {"subject": 2, "experiments": {"lite_bigG": {"allow_test_subject_in_pretraining": True}}}
+    assert "rule train:" in snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=meant).stdout
+    final = {"experiments": {"lite_bigG": {"init_from": None},
+                             "f": {"checkpoint": "data:train_logs/final_subj01_pretrained_1sess_24bs/last.pth"}},
+             "subject": 5}
+    bad = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=final, check=False)
+    assert "experiments.f.checkpoint" in bad.stdout + bad.stderr and "subject 5's own test images" in bad.stdout
+
+
 def test_a_released_final_model_goes_straight_to_reconstruction(tmp_path):
     """An experiment naming upstream's released final model is downloaded and decoded (blurry
     branch included), never trained; naming both a checkpoint and a start is refused."""
