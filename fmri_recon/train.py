@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from . import checkpoint, distributed, helpers, losses
+from .validation import validate
 from .models import BrainConfig, MindEyeModel, parameter_counts
-from .train_data import SubjectData, TrainData
+from .train_data import TrainData
 
 log = logging.getLogger(__name__)
 
@@ -295,43 +296,6 @@ def micro_batches(data: TrainData, batch: list[np.ndarray], tc: TrainConfig, dev
             low = (ll.latents[trows].float().to(device), ll.teacher[trows].float().to(device),
                    ll.images_of(ids[rows]).float().to(device))
         yield voxels, subj_idx, data.targets[trows].float().to(device), mix, low, rows, seeds[m][1]
-
-
-# --------------------------------------------------------------------------- validation
-@torch.no_grad()
-def validate(model: MindEyeModel, subj: SubjectData, targets: torch.Tensor, n_images: int, device,
-             autocast, latents: torch.Tensor | None = None) -> dict:
-    """Retrieval on the first ``n_images`` test images, outputs averaged over the 3 repeats
-    (and the L1 and two-way identification of the blurry latents, with the blurry branch)."""
-    from .metrics.retrieval import topk_matches
-
-    model.eval()
-    n = min(n_images, len(subj.test_images))
-    preds, blurs = [], []
-    for start in range(0, n, 64):
-        with autocast():
-            outs = model.over_repeats(subj.test_voxels[start:start + 64].float().to(device))
-        reps = [(o.backbone if o.clip_voxels is None else o.clip_voxels).float() for o in outs]
-        blur_reps = [o.blur_latent.float() for o in outs if o.blur_latent is not None]
-        preds.append(torch.stack(reps).mean(0).cpu())
-        if blur_reps:
-            blurs.append(torch.stack(blur_reps).mean(0).cpu())
-    pred = losses.flat_normalise(torch.cat(preds))
-    targ = losses.flat_normalise(targets[subj.test_index[:n]])
-    sim = targ @ pred.T                             # sim[i, j] = cos(image_i, brain_j)
-    model.train()
-    out = {"val_images": n, "val_loss_clip": float(losses.soft_clip_loss(pred, targ, 0.006)),
-           "val_image_to_brain": float(topk_matches(sim).float().mean()),
-           "val_brain_to_image": float(topk_matches(sim.T).float().mean())}
-    if blurs and latents is not None:   # repeats averaged, as the reconstruct stage does
-        from .metrics.image import two_way_identification
-
-        pred, true = torch.cat(blurs), latents[subj.test_index[:n]].float()
-        out["val_blur_l1"] = float((pred - true).abs().mean())
-        # Most of a latent's variance is texture that fMRI does not carry, so L1 moves little;
-        # two-way identification (chance 0.5) shows whether the image-specific part is learnt.
-        out["val_blur_2way"] = two_way_identification(true, pred)
-    return out
 
 
 # --------------------------------------------------------------------------- state

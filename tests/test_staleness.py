@@ -157,4 +157,7 @@ def test_editing_any_package_module_reruns_exactly_the_stages_that_import_it(dem
     assert by_module["fmri_recon/weights.py"] >= {"random_model", "reconstruct", "refine", "evaluate"}
     assert "train" not in by_module["fmri_recon/refine.py"]
     assert by_module["fmri_recon/helpers.py"] >= {"synthesize", "train", "evaluate"}
+    metric_modules = [m for m in by_module if m.startswith("fmri_recon/metrics/")]
+    assert len(metric_modules) >= 4 and not any("train" in by_module[m] for m in metric_modules)
+    assert all("evaluate" in by_module[m] for m in metric_modules)     # a metric edit rescores, never retrains
     assert stale_rules(copies[0], demo_run) == set()                          # restored: nothing stale

@@ -95,6 +95,22 @@ def test_mixco_leaves_unselected_samples_alone():
     assert 10 < int(select.sum()) < 54
 
 
+def test_trainings_own_monitors_agree_with_the_metrics():
+    """validation's top-1 and two-way are training's own (editing a metric must not retrain), and
+    give what the evaluate stage's implementations give."""
+    from fmri_recon import validation
+    from fmri_recon.metrics.image import two_way_identification
+    from fmri_recon.metrics.retrieval import topk_matches
+
+    g = torch.Generator().manual_seed(0)
+    true = torch.randn(12, 4, 7, 7, generator=g)
+    pred = true + 1.5 * torch.randn(12, 4, 7, 7, generator=g)
+    assert validation.two_way(true, pred) == pytest.approx(two_way_identification(true, pred), abs=1e-12)
+    sim = torch.randn(12, 12, generator=g) + torch.eye(12)
+    assert validation.top1(sim) == pytest.approx(float(topk_matches(sim).float().mean()))
+    assert validation.top1(torch.eye(3)) == 1.0 and validation.two_way(true, true) == 1.0
+
+
 def test_param_groups_cover_every_parameter_once_with_upstream_decay():
     model = MindEyeModel(tiny_cfg())
     groups = train.param_groups(model)
