@@ -1,11 +1,12 @@
 """Per-rule conda envs, checked statically: every rule names one, and it provides every module
 its script imports (directly or through the fmri_recon modules the script uses)."""
-import ast
 import re
 import sys
 from pathlib import Path
 
 import yaml
+
+from fmri_recon import code_deps
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "fmri_recon"
@@ -16,6 +17,8 @@ DISTRIBUTION = {"skimage": "scikit-image", "open_clip": "open-clip-torch", "yaml
 # provided by another pinned distribution of the env (pillow comes with torchvision/matplotlib)
 COMES_WITH = {"pillow": ("torchvision", "matplotlib", "scikit-image")}
 OPTIONAL = {"wandb"}     # imported only when the user turns W&B logging on (an ImportError says so)
+# Methods whose library imports another package only when they run: {call: module it needs}.
+RUNTIME_NEEDS = {"enable_model_cpu_offload": "accelerate"}   # diffusers' offload hooks are accelerate's
 
 
 def rules() -> dict[str, dict]:
@@ -32,44 +35,44 @@ def rules() -> dict[str, dict]:
     return out
 
 
-def module_file(dotted: str) -> Path | None:
-    path = REPO.joinpath(*dotted.split("."))
-    return path / "__init__.py" if path.is_dir() else (path.with_suffix(".py") if path.with_suffix(".py").exists() else None)
-
-
-def imports(path: Path, seen: set) -> set[str]:
-    """Top-level third-party modules imported by ``path`` and by the fmri_recon modules it imports."""
-    if path in seen:
-        return set()
-    seen.add(path)
+def third_party(script: str) -> set[str]:
+    """Top-level third-party modules imported by a rule's script and every package module in its
+    code closure (fmri_recon.code_deps, which derives the rule's code inputs)."""
     found = set()
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1]) if path.is_relative_to(PACKAGE) else ""
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(filter(None, [*parts, base]))
-            names = [base] + [f"{base}.{a.name}" for a in node.names]
-        for name in names:
+    for path in code_deps.closure(REPO / "scripts" / script):
+        for name in code_deps.imported_names(path):
             top = name.split(".")[0]
-            if top == "fmri_recon":
-                for i in range(1, len(name.split(".")) + 1):
-                    f = module_file(".".join(name.split(".")[:i]))
-                    if f:
-                        found |= imports(f, seen)
-            elif top and top not in sys.stdlib_module_names and top != "snakemake":
+            if top and top != "fmri_recon" and top not in sys.stdlib_module_names and top != "snakemake":
                 found.add(top)
+    # What a library imports only when a method runs (none of our imports names it).
+    for path in code_deps.closure(REPO / "scripts" / script):
+        text = path.read_text()
+        found |= {module for call, module in RUNTIME_NEEDS.items() if call in text}
     return found
 
 
-def env_packages(env: str) -> set[str]:
+def normal(dist: str) -> str:
+    return dist.lower().replace("_", "-")
+
+
+def pins(lines) -> dict[str, str]:
+    """{distribution: version} of ``name==version`` lines (comments and blank lines skipped)."""
+    out = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            out[normal(name)] = version
+    return out
+
+
+def env_pins(env: str) -> dict[str, str]:
     spec = yaml.safe_load((REPO / "envs" / env).read_text())
-    pins = [d for d in spec["dependencies"] if isinstance(d, dict)][0]["pip"]
-    return {re.split(r"[=<>]", p)[0].lower().replace("_", "-") for p in pins}
+    return pins([d for d in spec["dependencies"] if isinstance(d, dict)][0]["pip"])
+
+
+def env_packages(env: str) -> set[str]:
+    return set(env_pins(env))
 
 
 def test_every_rule_names_a_pinned_env():
@@ -90,8 +93,19 @@ def test_each_env_provides_what_its_scripts_import():
         if not info["script"]:
             continue
         have = env_packages(info["conda"])
-        for module in sorted(imports(REPO / "scripts" / info["script"], set())):
-            dist = DISTRIBUTION.get(module, module).lower().replace("_", "-")
+        for module in sorted(third_party(info["script"])):
+            dist = normal(DISTRIBUTION.get(module, module))
             if dist not in have | OPTIONAL and not any(p in have for p in COMES_WITH.get(dist, ())):
                 problems.append(f"rule {rule}: envs/{info['conda']} lacks {dist} (imported as {module})")
     assert not problems, "\n".join(problems)
+
+
+def test_env_pins_are_the_tested_versions():
+    """Every env pins what requirements.txt pins (the set CI installs and the tests run)."""
+    tested = pins((REPO / "requirements.txt").read_text().splitlines())
+    wrong = [f"envs/{env.name}: {dist}=={version}, requirements.txt has {tested.get(dist)}"
+             for env in sorted((REPO / "envs").glob("*.yaml")) for dist, version in env_pins(env.name).items()
+             if dist in tested and tested[dist] != version]
+    untested = [f"envs/{env.name}: {dist}" for env in sorted((REPO / "envs").glob("*.yaml"))
+                for dist in env_pins(env.name) if dist not in tested and dist not in ("pip",)]
+    assert not wrong and not untested, "\n".join(wrong + untested)
