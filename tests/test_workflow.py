@@ -119,6 +119,33 @@ def test_a_model_pretrained_on_the_test_subject_is_refused_before_any_job(tmp_pa
     assert "experiments.f.checkpoint" in bad.stdout + bad.stderr and "subject 5's own test images" in bad.stdout
 
 
+def test_the_paper_overlay_fine_tunes_the_final_multisubject_model_at_hidden_4096_with_the_blurry_branch(tmp_path):
+    import yaml
+    from snakemake.utils import update_config
+
+    from fmri_recon import experiment
+    from fmri_recon.configuration import defaults
+
+    zavy = tmp_path / "zavychromaxl_v30.safetensors"
+    zavy.write_bytes(b"")
+    configs = (REPO / "config.yaml", REPO / "paper_1hour.yaml")
+    out = snakemake(tmp_path, "-n", configs=configs, overrides={"refine": {"base": f"file:{zavy}"}}).stdout
+    jobs = {(m.group(1), m.group(3)): m.group(2) for m in re.finditer(
+        r"rule (\w+):\n((?:\s+\w+:.*\n)*?)\s+wildcards: (?:name|experiment)=(\w+)\n", out)}
+    assert {j for j in jobs if j[1] == "paper_1hour_released"} == {("evaluate", "paper_1hour_released")}
+    train = jobs["train", "paper_1hour"]
+    assert "data/mindeyev2/train_logs/final_multisubject_subj01/last.pth" in train
+    assert "cache/lowlevel_targets.hdf5" in train and "convnext_xlarge_alpha0.75_fullckpt.pth" in train
+    assert {j[1] for j in jobs if j[0] == "train"} == {"paper_1hour"}
+    config = yaml.safe_load(configs[0].read_text())        # the settings, merged as Snakemake merges overlays
+    update_config(config, yaml.safe_load(configs[1].read_text()))
+    config["model"] = {**defaults("model"), **(config.get("model") or {})}
+    settings = json.loads(experiment.train_params({**config, "new_test": True}, "paper_1hour"))
+    assert settings["hidden_dim"] == 4096 and settings["blurry_recon"] is True and settings["deepspeed_offload"]
+    assert (settings["num_epochs"], settings["batch_size"], settings["max_lr"]) == (150, 24, 3e-4)
+    assert settings["clip_exclude_mean"] is False and settings["num_sessions"] == 1
+
+
 def test_a_released_final_model_goes_straight_to_reconstruction(tmp_path):
     """An experiment naming upstream's released final model is downloaded and decoded (blurry
     branch included), never trained; naming both a checkpoint and a start is refused."""
