@@ -49,6 +49,13 @@ def save_random_clip(arch: str, out_path: str | Path, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     model = create_clip(arch)
+    # A trained CLIP's last LayerNorm has gains and offsets of its own, which is what makes the
+    # tokens before and after it two spaces (check_decoder tells them apart); the identity that
+    # PyTorch initialises it to would leave them one space up to each token's scale.
+    with torch.no_grad():
+        ln_post = model.visual.ln_post
+        ln_post.weight.copy_(torch.exp(0.5 * torch.randn_like(ln_post.weight)))
+        ln_post.bias.normal_(0.0, 0.1)
     with helpers.atomic_output(out_path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
 

@@ -93,15 +93,20 @@ def _to_size(images: torch.Tensor, size: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------ VAE
 def train_vae(vae, images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
-              kl_weight: float = 1e-6) -> dict:
-    """Fit ``vae`` (diffusers AutoencoderKL) to reconstruct ``images`` (N,3,S,S) in [0,1]; set its
-    ``scaling_factor`` to 1 / std of the train latents. Returns the loss summary and the scale."""
+              kl_weight: float = 1e-6, crop: int | None = None, stats_images: int | None = None,
+              latent_std: float = 1.0) -> dict:
+    """Fit ``vae`` (diffusers AutoencoderKL) to reconstruct ``images`` (N,3,S,S) in [0,1]; fold its
+    latent channels to zero mean and std ``latent_std`` and set its ``scaling_factor`` to 1 / std
+    of the train latents. Returns the loss summary and the scale.
+    ``crop``: train on random ``crop`` x ``crop`` windows (a convolutional autoencoder learns the
+    same local code from them, at a fraction of the cost of whole 224 px images);
+    ``stats_images``: the channel statistics from that many random images (default: all)."""
     rng = np.random.default_rng(seed)
     batches = list(_batches(len(images), batch_size, steps, rng))
     vae.train().requires_grad_(True)
 
     def step(i):
-        x = 2 * images[batches[i]] - 1
+        x = 2 * _windows(images[batches[i]], crop, rng) - 1
         post = vae.encode(x).latent_dist
         # the posterior's mode, not a sample: at initialisation its noise (std 1) drowns the latents,
         # and with so small a KL weight it is an autoencoder anyway (the decoders use the mode too)
@@ -110,19 +115,29 @@ def train_vae(vae, images: torch.Tensor, *, steps: int, batch_size: int, lr: flo
 
     losses = _fit(vae.parameters(), steps, lr, step)
     vae.eval().requires_grad_(False)
-    scale = float(1 / _standardise_latent_channels(vae, _modes(vae, images)).std())
+    stats = images[rng.permutation(len(images))[:stats_images]] if stats_images else images
+    scale = float(1 / _standardise_latent_channels(vae, _modes(vae, stats), std=latent_std).std())
     vae.register_to_config(scaling_factor=scale)
     return {**_summary(losses), "scaling_factor": scale}
 
 
-def _standardise_latent_channels(vae, modes: torch.Tensor) -> torch.Tensor:
+def _windows(images: torch.Tensor, crop: int | None, rng: np.random.Generator) -> torch.Tensor:
+    """One random ``crop``-pixel window of each image (all of it without ``crop``), on the latent grid."""
+    if crop is None or crop >= images.shape[-1]:
+        return images
+    grid = (images.shape[-1] - crop) // 8 + 1
+    ys, xs = rng.integers(grid, size=len(images)) * 8, rng.integers(grid, size=len(images)) * 8
+    return torch.stack([im[:, y:y + crop, x:x + crop] for im, y, x in zip(images, ys, xs)])
+
+
+def _standardise_latent_channels(vae, modes: torch.Tensor, std: float = 1.0) -> torch.Tensor:
     """Fold each latent channel's train mean and std into ``vae``'s 1x1 quant convs, so its latents
-    are zero-mean and unit-std per channel while it decodes exactly as before. A freshly trained
+    are zero-mean with std ``std`` per channel while it decodes exactly as before. A freshly trained
     tiny VAE has one channel 4x narrower than the others; its signal then sits below the noise the
     UNet learns to remove, and sampling leaves it noisy.
     Returns ``modes`` as the changed VAE encodes them."""
     c = modes.shape[1]
-    mean, std = modes.mean((0, 2, 3)), modes.std((0, 2, 3))
+    mean, std = modes.mean((0, 2, 3)), modes.std((0, 2, 3)) / std
     q, pq = vae.quant_conv, vae.post_quant_conv
     with torch.no_grad():
         q.weight[:c] /= std[:, None, None, None]
@@ -184,6 +199,32 @@ def _noised(scheduler, z0: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
     return acp.sqrt() * z0 + (1 - acp).sqrt() * eps, eps
 
 
+# ------------------------------------------------------------------ the blurry branch's VAE
+LOWLEVEL_CROP = 64            # training windows of the low-level VAE (its latents are 1/8 of that)
+LOWLEVEL_STATS_IMAGES = 64    # images whose latents set its channel statistics
+
+
+def train_lowlevel_vae(vae, images: torch.Tensor, ids: np.ndarray, out_file, *, steps: int, batch_size: int,
+                       lr: float, seed: int) -> dict:
+    """The blurry branch's tiny VAE (``fmri_recon.lowlevel``'s TINY_VAE) trained as an autoencoder
+    on the 224 px train ``images`` (windows of LOWLEVEL_CROP px), its latent channels folded to
+    zero mean and the spread SD's VAE gives (unit std once scaled by ``lowlevel.VAE_SCALE``, which
+    the blurry branch applies), written as upstream's ``sd_image_var_autoenc.pth`` is: a state dict.
+    ``training.json`` beside it lists the image ids."""
+    from .lowlevel import VAE_SCALE
+
+    torch.manual_seed(seed)
+    report = train_vae(vae, images, steps=steps, batch_size=batch_size, lr=lr, seed=seed, crop=LOWLEVEL_CROP,
+                       stats_images=LOWLEVEL_STATS_IMAGES, latent_std=1 / VAE_SCALE)
+    report.pop("scaling_factor")       # the blurry branch scales by upstream's constant, not by this
+    out_file = Path(out_file)
+    with helpers.atomic_output(out_file) as tmp:
+        torch.save(vae.state_dict(), tmp)
+    report = _report(ids, vae=report, crop=LOWLEVEL_CROP, batch_size=batch_size, lr=lr, seed=seed)
+    helpers.write_json(out_file.parent / TRAINING_JSON, report)
+    return report
+
+
 # ------------------------------------------------------------------ unCLIP decoder
 def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, ids: np.ndarray, *,
                  vae_steps: int, unet_steps: int, batch_size: int, lr: float, drop_rate: float, seed: int) -> dict:
@@ -193,7 +234,8 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
 
     from safetensors.torch import save_file
 
-    from .unclip import TIME_IDS, TOKEN_STATS, UNCLIP_DECODER_JSON, standardised_tokens
+    from .unclip import (COORD_CHANNELS, TIME_IDS, TOKEN_STATS, UNCLIP_DECODER_JSON, grid_position_code,
+                         standardised_tokens, with_coordinates)
 
     init_dir = Path(init_dir)
     meta = _read_json(init_dir / UNCLIP_DECODER_JSON)
@@ -203,7 +245,9 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
     images = _to_size(images, meta["image_size"])
     tokens = tokens.float()
     stats = {"mean": tokens.mean(0), "std": tokens.std(0) + 1e-3}
-    tokens = standardised_tokens(tokens, stats["mean"], stats["std"])
+    if meta.get(COORD_CHANNELS):          # the positional deviation (fmri_recon.unclip.COORD_CHANNELS)
+        stats["position"] = grid_position_code(*tokens.shape[1:])
+    tokens = standardised_tokens(tokens, stats)
     torch.manual_seed(seed)
     vae = AutoencoderKL.from_pretrained(init_dir / "vae", local_files_only=True)
     vae_report = train_vae(vae, images, steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed)
@@ -224,7 +268,8 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
         cond = tokens[idx]
         drop = torch.rand(len(idx), generator=gen) < drop_rate
         cond = torch.where(drop[:, None, None], torch.randn(cond.shape, generator=gen), cond)
-        pred = unet(x_t, t, encoder_hidden_states=cond, added_cond_kwargs=added).sample
+        pred = unet(with_coordinates(x_t, meta.get(COORD_CHANNELS, 0)), t, encoder_hidden_states=cond,
+                    added_cond_kwargs=added).sample
         return _x0_weighted_mse(pred, eps, scheduler.alphas_cumprod[t].float())
 
     unet_report = _summary(_fit(unet.parameters(), unet_steps, lr, step))

@@ -89,6 +89,18 @@ def metric_models(ev: dict, inputs, device) -> dict:
     return feature_models(nets, device, clip_arch=ev["clip_arch"])
 
 
+def grid_columns(gt: torch.Tensor, images: dict[str, torch.Tensor], refined: torch.Tensor | None = None) -> list:
+    """The evaluate grid's (title, images) columns: the ground truth, then each stage as its row
+    scores it; a blurry experiment's enhanced row scores the blend, drawn beside the refined images."""
+    columns = [("ground truth", gt)]
+    titles = {"upper_bound": "upper bound", "recon": "recon", "blurry": "blurry"}
+    columns += [(titles[stage], images[stage]) for stage in titles if stage in images]
+    if "enhanced" in images:
+        blended = "blurry" in images and refined is not None
+        columns += [("refined", refined), ("blend (scored)", images["enhanced"])] if blended else [("refined", images["enhanced"])]
+    return columns
+
+
 def ground_truth_features(gt: torch.Tensor, models: dict, device="cpu", batch_size: int = 32) -> dict:
     """{metric: features} of the ground-truth images for every network metric: the same for every
     evaluate job of a run, so the gt_features rule computes them once (about 16 s on 2 cores with

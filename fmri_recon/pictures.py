@@ -15,6 +15,7 @@ from typing import Any
 __all__ = ["BAR_METRICS", "grid_png", "grid_size", "learning_curve", "metrics_bar_chart", "pareto_chart"]
 
 CELL_PX = 128        # one image in the grid
+SMALL_CELL_PX = 80   # one image in the overview, which shows every run side by side
 CAPTION_PX = 256     # width of the caption column
 HEADER_PX = 24       # column titles
 DPI = 100
@@ -60,41 +61,45 @@ def _to_hwc(img: Any):
     return np.ascontiguousarray(x.permute(1, 2, 0).numpy())
 
 
-def grid_size(n: int, with_enhanced: bool = True, with_captions: bool = True) -> tuple[int, int]:
-    """Pixel size ``(width, height)`` of :func:`grid_png` for ``n`` rows."""
-    cols = 3 if with_enhanced else 2
-    return cols * CELL_PX + (CAPTION_PX if with_captions else 0), n * CELL_PX + HEADER_PX
+def grid_size(n: int, n_columns: int = 3, with_captions: bool = True, cell_px: int = CELL_PX,
+              title_lines: int = 1) -> tuple[int, int]:
+    """Pixel size ``(width, height)`` of :func:`grid_png` for ``n`` rows of ``n_columns`` images."""
+    return n_columns * cell_px + (CAPTION_PX if with_captions else 0), n * cell_px + HEADER_PX * title_lines
 
 
-def grid_png(gt: Any, recon: Any, enhanced: Any | None, captions: Sequence[str] | None,
-             path: str | Path, n: int = 8) -> Path:
-    """A grid of the first ``n`` test images: ground truth | recon | enhanced | caption.
+def grid_png(columns: Sequence[tuple[str, Any]], captions: Sequence[str] | None, path: str | Path,
+             n: int = 8, *, caption_title: str = "predicted caption", cell_px: int = CELL_PX) -> Path:
+    """A grid of the first ``n`` test images: one titled column per image set, then the captions.
 
-    Images are ``(N, 3, H, W)`` in [0, 1] (``enhanced`` may be None); ``captions`` are the
-    captions predicted from the brain (or None).  Size: :func:`grid_size`.
+    ``columns``: ``(title, images)`` pairs in drawing order, the images ``(N, 3, H, W)`` in
+    [0, 1] (the ground truth first, then each stage a table row scores); ``captions``: one per
+    row (or None).  Size: :func:`grid_size`.
     """
-    n = min(int(n), len(gt), len(recon), *([len(enhanced)] if enhanced is not None else []))
+    if not columns:
+        raise ValueError("grid_png: no columns to draw")
+    n = min(int(n), *(len(images) for _, images in columns))
     if n < 1:
         raise ValueError("grid_png: no images to draw")
-    columns = [("ground truth", gt), ("recon", recon)] + ([("enhanced", enhanced)] if enhanced is not None else [])
-    width, height = grid_size(n, enhanced is not None, captions is not None)
+    lines = max(title.count("\n") + 1 for title, _ in columns)
+    header = HEADER_PX * lines
+    width, height = grid_size(n, len(columns), captions is not None, cell_px, lines)
     fig = _figure(width, height)
     for j, (title, images) in enumerate(columns):
-        fig.text((j + 0.5) * CELL_PX / width, 1 - HEADER_PX / 2 / height, title,
-                 ha="center", va="center", fontsize=9)
+        fig.text((j + 0.5) * cell_px / width, 1 - header / 2 / height, title,
+                 ha="center", va="center", fontsize=7 if cell_px < CELL_PX else 9)
         for i in range(n):
             # add_axes takes [left, bottom, width, height] as fractions of the figure.
-            ax = fig.add_axes([j * CELL_PX / width, 1 - (HEADER_PX + (i + 1) * CELL_PX) / height,
-                               CELL_PX / width, CELL_PX / height])
+            ax = fig.add_axes([j * cell_px / width, 1 - (header + (i + 1) * cell_px) / height,
+                               cell_px / width, cell_px / height])
             ax.imshow(_to_hwc(images[i]), interpolation="bilinear")
             ax.set_axis_off()
     if captions is not None:
-        left = len(columns) * CELL_PX / width
-        fig.text(left + 0.5 * CAPTION_PX / width, 1 - HEADER_PX / 2 / height, "predicted caption",
+        left = len(columns) * cell_px / width
+        fig.text(left + 0.5 * CAPTION_PX / width, 1 - header / 2 / height, caption_title,
                  ha="center", va="center", fontsize=9)
         for i in range(n):
             text = textwrap.fill(str(captions[i]) if i < len(captions) else "", width=34)
-            fig.text(left + 8 / width, 1 - (HEADER_PX + (i + 0.5) * CELL_PX) / height, text,
+            fig.text(left + 8 / width, 1 - (header + (i + 0.5) * cell_px) / height, text,
                      ha="left", va="center", fontsize=8, wrap=False)
     return _save(fig, path)
 

@@ -83,6 +83,12 @@ def expand(sweeps: dict, experiments: dict, settings: Callable[[dict], dict], ke
     return out
 
 
+def made_names(expanded: dict) -> set[str]:
+    """The experiments that :func:`expand`'s result added (not those a point reused)."""
+    return {m["name"] for sweep, members in expanded.items() for m in members
+            if m["name"] == point_name(sweep, m["point"])}
+
+
 def seed_groups(sweep: str, members: list[dict]) -> dict[str, list[dict]]:
     """{group name: members}: the points that differ only in their seed."""
     groups: dict[str, list[dict]] = {}

@@ -53,6 +53,7 @@ class SyntheticConfig:
     num_test_images: int = 50
     fewer_repeats: float = 0.2     # fraction of test images seen once or twice instead of 3 times
     noise: float = 1.0             # trial noise std, relative to the signal std of each voxel
+    semantic: float = 0.0          # weight of the semantic features (which photograph, how close) in the voxels
     image_size: int = 224
 
     def __post_init__(self):
@@ -142,6 +143,13 @@ def image_features(images: np.ndarray) -> np.ndarray:
     return (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
 
 
+def semantic_features(source: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Which photograph an image was cut from (one-hot) and whether it is a close-up: what its
+    captions say. Standardised like ``image_features``."""
+    feats = np.concatenate([np.eye(len(SOURCES))[source], (scale < 0.5)[:, None]], axis=1).astype(np.float64)
+    return (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+
+
 # --------------------------------------------------------------------------- trials
 def schedule(cfg: SyntheticConfig, test_ids: np.ndarray, train_ids: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
     """Image id of every trial (sessions x trials, chronological) and its repeat number."""
@@ -227,6 +235,8 @@ def write_dataset(cfg: SyntheticConfig, data_dir: str | Path) -> dict:
     log.info("making %d images of %dx%d", cfg.num_images, cfg.image_size, cfg.image_size)
     images, source, scale = make_images(cfg.num_images, cfg.image_size, rng)
     feats = image_features(images)
+    if cfg.semantic:                      # what higher visual areas carry: what the picture shows
+        feats = np.concatenate([feats, cfg.semantic * semantic_features(source, scale)], axis=1)
     test_ids = np.sort(rng.choice(cfg.num_images, cfg.num_test_images, replace=False))
     shared = np.zeros(cfg.num_images, bool)
     shared[test_ids] = True

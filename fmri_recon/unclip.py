@@ -41,6 +41,15 @@ UNCLIP_DECODER_JSON = "decoder.json"
 # few hundred CPU steps of cross-attention cannot learn to look past. Upstream's has none.
 TOKEN_STATS = "token_stats.safetensors"
 OUTPUT_TRANSFORM = "x*0.8+0.2"       # upstream's unCLIP output mapping (QUIRK, not (x+1)/2)
+# Optional key of decoder.json: the UNet reads this many coordinate channels (y, x in [-1, 1])
+# beside the latent, and its TOKEN_STATS hold a ``position`` code added to the standardised
+# tokens. Only the tiny trained decoder has them (``decoder_training.positional``, a deviation
+# confined to the demo's model): its only conditioning path is cross-attention, and with neither
+# the queries knowing where they are nor the keys which patch they come from (standardising the
+# tokens removes the position embeddings they carried) it cannot put a token's content in its
+# place in a few CPU minutes. Measured, 800 steps, ground-truth tokens: PixCorr .16 -> .23,
+# pixel two-way .63 -> .70; either change alone did not help. Upstream's decoder has neither.
+COORD_CHANNELS = "coord_channels"
 
 # diffusers EulerDiscreteScheduler kwargs of upstream's schedule (sgm DiscreteDenoiser +
 # LegacyDDPMDiscretization + EpsScaling; Euler without churn).
@@ -51,9 +60,37 @@ TIME_IDS = (768, 768, 0, 0)        # vector_suffix: original_size_as_tuple (768,
 OFFSET_NOISE = 0.04
 
 
-def standardised_tokens(tokens, mean, std):
-    """What a decoder with ``TOKEN_STATS`` feeds its UNet: the tokens standardised per (token, feature)."""
-    return (tokens - mean) / std
+def with_coordinates(x, channels: int):
+    """``x`` (B, C, H, W) with ``channels`` (0 or 2) coordinate channels, y then x, in [-1, 1]."""
+    import torch
+
+    if not channels:
+        return x
+    b, _, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype),
+                            torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype), indexing="ij")
+    return torch.cat([x, torch.stack([ys, xs]).expand(b, 2, h, w)], 1)
+
+
+def standardised_tokens(tokens, stats: dict):
+    """What a decoder with ``TOKEN_STATS`` feeds its UNet: the tokens standardised per (token,
+    feature), plus the ``position`` code where the stats have one (COORD_CHANNELS)."""
+    out = (tokens - stats["mean"]) / stats["std"]
+    return out + stats["position"] if "position" in stats else out
+
+
+def grid_position_code(seq_len: int, dim: int):
+    """(seq_len, dim) fixed code of each token's place on its square patch grid (row, column):
+    sines and cosines of ``dim / 4`` octave frequencies of each, scaled to unit std."""
+    import torch
+
+    side = int(round(seq_len ** 0.5))
+    if side * side != seq_len or dim % 4:
+        raise ValueError(f"a position code needs a square token grid and a width divisible by 4, got {seq_len}x{dim}")
+    row, col = (torch.arange(seq_len) // side).float(), (torch.arange(seq_len) % side).float()
+    freq = 2.0 ** torch.arange(dim // 4) / 2
+    code = torch.cat([f(torch.outer(x, freq)) for x in (row, col) for f in (torch.sin, torch.cos)], 1)
+    return code / code.std()
 
 
 def sgm_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> list[int]:
@@ -92,7 +129,7 @@ class UnclipDecoder:
                              f"only upstream's {OUTPUT_TRANSFORM!r} is implemented")
         self.unet, self.vae, self.scheduler_config, self.meta = unet, vae, scheduler_config, meta
         self.device, self.dtype = device, dtype
-        self.token_stats = token_stats       # (mean, std) of TOKEN_STATS, or None: tokens as they are
+        self.token_stats = token_stats       # TOKEN_STATS' tensors, or None: tokens as they are
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device="cpu", dtype=None) -> "UnclipDecoder":
@@ -113,8 +150,7 @@ class UnclipDecoder:
         if (path / TOKEN_STATS).is_file():
             from safetensors.torch import load_file
 
-            stats = load_file(path / TOKEN_STATS)
-            stats = (stats["mean"].to(device), stats["std"].to(device))
+            stats = {k: v.to(device) for k, v in load_file(path / TOKEN_STATS).items()}
         return cls(unet.to(device).eval(), vae.to(device).eval(), scheduler.config, meta, device, dtype, stats)
 
     @property
@@ -159,7 +195,7 @@ class UnclipDecoder:
         dev = self.device
         # latents are image_size / 2**(VAE levels - 1): 1/8 for SDXL's KL-f8 and the tiny one
         side = self.image_size // 2 ** (len(self.vae.config.block_out_channels) - 1)
-        shape = (1, self.unet.config.in_channels, side, side)
+        shape = (1, self.unet.config.in_channels - int(self.meta.get(COORD_CHANNELS, 0)), side, side)
         z = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
         uncond = randn_tensor(tuple(tokens.shape), generator=generator, device=dev, dtype=torch.float32)  # QUIRK
         noise = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
@@ -174,7 +210,7 @@ class UnclipDecoder:
         scheduler = _scheduler(self.scheduler_config, num_steps, dev)
         cond = tokens.to(dev, torch.float32)
         if self.token_stats is not None:     # the unconditional noise tokens stay as they are (QUIRK)
-            cond = standardised_tokens(cond, *self.token_stats)
+            cond = standardised_tokens(cond, self.token_stats)
         noise = noise + OFFSET_NOISE * offset[:, None, None, None]
         # upstream divides by sqrt(1+sigma_0^2) and its sampler multiplies back: skip both
         x = z + noise * scheduler.sigmas[0].to(dev)
@@ -184,7 +220,7 @@ class UnclipDecoder:
                  "time_ids": torch.tensor([TIME_IDS], device=dev, dtype=self.dtype).repeat(2 * b, 1)}
         with torch.no_grad():
             for t in scheduler.timesteps:
-                x_in = scheduler.scale_model_input(x, t)
+                x_in = with_coordinates(scheduler.scale_model_input(x, t), int(self.meta.get(COORD_CHANNELS, 0)))
                 eps = self.unet(torch.cat([x_in, x_in]).to(self.dtype), t, encoder_hidden_states=context,
                                 added_cond_kwargs=added).sample.float()
                 eps_u, eps_c = eps.chunk(2)

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .unclip import OUTPUT_TRANSFORM, UNCLIP_DECODER_JSON, UPSTREAM_EULER
+from .unclip import COORD_CHANNELS, OUTPUT_TRANSFORM, UNCLIP_DECODER_JSON, UPSTREAM_EULER
 from . import helpers
 
 log = logging.getLogger(__name__)
@@ -134,28 +134,33 @@ def _seeded(seed: int):
         yield
 
 
-def _write_decoder_json(folder: Path, context_dim: int, seq_len: int, image_size: int) -> None:
-    helpers.write_json(folder / UNCLIP_DECODER_JSON, {
-        "context_dim": int(context_dim), "seq_len": int(seq_len), "image_size": int(image_size),
-        "vae_scale_factor": SDXL_VAE_SCALE_FACTOR, "output_transform": OUTPUT_TRANSFORM})
+def _write_decoder_json(folder: Path, context_dim: int, seq_len: int, image_size: int, coord_channels: int = 0) -> None:
+    meta = {"context_dim": int(context_dim), "seq_len": int(seq_len), "image_size": int(image_size),
+            "vae_scale_factor": SDXL_VAE_SCALE_FACTOR, "output_transform": OUTPUT_TRANSFORM}
+    if coord_channels:            # the tiny trained decoder's deviation (fmri_recon.unclip.COORD_CHANNELS)
+        meta[COORD_CHANNELS] = int(coord_channels)
+    helpers.write_json(folder / UNCLIP_DECODER_JSON, meta)
 
 
 # ------------------------------------------------------------------ unCLIP decoder
 def build_tiny_unclip(out_dir: str | Path, context_dim: int, seq_len: int, seed: int = 0,
-                      image_size: int = TINY_IMAGE_SIZE, vae_params: dict = TINY_SDXL_VAE) -> Path:
+                      image_size: int = TINY_IMAGE_SIZE, vae_params: dict = TINY_SDXL_VAE,
+                      coord_channels: int = 0) -> Path:
     """A tiny random SDXL-unCLIP-like decoder folder (layout in the module docstring).
 
     Conditioned on (B, seq_len, context_dim) tokens; decodes (B, 3, image_size, image_size).
+    ``coord_channels``: its UNet also reads the latent grid's coordinates (fmri_recon.unclip).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     latent = image_size // 2 ** (len(vae_params["ch_mult"]) - 1)
     with helpers.atomic_dir(out_dir) as tmp, _seeded(seed):
-        UNet2DConditionModel(**unet_config({**TINY_UNET, "context_dim": context_dim}, latent)
-                             ).save_pretrained(tmp / "unet")
+        unet = unet_config({**TINY_UNET, "context_dim": context_dim}, latent)
+        unet["in_channels"] += coord_channels
+        UNet2DConditionModel(**unet).save_pretrained(tmp / "unet")
         AutoencoderKL(**vae_config(vae_params, image_size)).save_pretrained(tmp / "vae")
         upstream_scheduler().save_pretrained(tmp / "scheduler")
-        _write_decoder_json(tmp, context_dim, seq_len, image_size)
+        _write_decoder_json(tmp, context_dim, seq_len, image_size, coord_channels)
     return Path(out_dir)
 
 

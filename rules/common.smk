@@ -12,6 +12,7 @@ from fmri_recon import code_deps
 from fmri_recon.configuration import test_subject_leak
 from fmri_recon import experiment as fmri_experiment
 from fmri_recon import nsd, synthetic
+from fmri_recon import sweeps as fmri_sweeps
 
 SUBJECT = config["subject"]
 DATA = config["data_dir"]
@@ -103,8 +104,10 @@ def sessions_of(names, out=None):
 
 
 def subject_sessions(clip=None):
-    """{subject: sessions} every experiment (of CLIP space `clip`, if given) reads."""
-    if clip is None:
+    """{subject: sessions} every experiment (of CLIP space `clip`, if given) reads. A space no
+    experiment predicts (the decoder's, when every experiment predicts another) is read by the
+    converters into it, which learn from the images of every experiment's runs."""
+    if clip is None or clip not in used_clip_models():
         return sessions_of(config["experiments"], {SUBJECT: config["num_sessions"]})
     return sessions_of(e for e in config["experiments"] if experiment(e)["clip_target"] == clip)
 
@@ -141,10 +144,17 @@ def has_blurry(name):
     return name in blurry_experiments()
 
 
+def tiny_lowlevel(kind):
+    """Whether the blurry branch's `vae` or `teacher` is the tiny architecture (random or trained here)."""
+    return LOWLEVEL[kind] in ("random", "train")
+
+
 def lowlevel_weights(kind):
-    """The file of the blurry branch's `vae` or `teacher`: random (tiny), data: or file:."""
+    """The file of the blurry branch's `vae` or `teacher`: random or train (tiny), data: or file:."""
     spec = LOWLEVEL[kind]
-    return f"{WEIGHTS}/random/lowlevel/{kind}.pth" if spec == "random" else spec_file(spec)
+    if spec in ("random", "train"):
+        return f"{WEIGHTS}/{'random' if spec == 'random' else 'trained'}/lowlevel/{kind}.pth"
+    return spec_file(spec)
 
 
 def lowlevel_sessions():
@@ -208,6 +218,33 @@ def converters(name):
 
 def evals_file(name, kind):
     return f"evals/{name}/{name}_all_{kind}.pt"
+
+
+def overview_columns():
+    """The overview figure's columns after the ground truth, as [title, file, file blended 3:1 into
+    it or None]: each upper bound, then each experiment the config names (not a sweep's points)
+    decoded here, by the stages its rows score (a blurry experiment's enhanced row is the blend)."""
+    swept = fmri_sweeps.made_names(SWEEPS)
+    names = [n for n in decoded_names() if n not in swept]
+    columns = [
+        [f"upper bound\n{recon_clip(n)}", evals_file(n, "recons"), None] for n in names if run_kind(n) == "upper_bound"
+    ]
+    for name in (n for n in names if run_kind(n) == "experiment"):
+        columns.append([f"{name}\nrecon", evals_file(name, "recons"), None])
+        if has_blurry(name):
+            columns.append([f"{name}\nblurry", evals_file(name, "blurryrecons"), None])
+        columns.append([f"{name}\nrefined", evals_file(name, "enhancedrecons"), None])
+        if has_blurry(name):
+            columns.append(
+                [f"{name}\nblend (scored)", evals_file(name, "enhancedrecons"), evals_file(name, "blurryrecons")]
+            )
+    return columns
+
+
+def overview_captions():
+    """The overview's caption column: the predicted captions of its first experiment."""
+    first = next(n for n in decoded_names() if run_kind(n) == "experiment")
+    return first, evals_file(first, "predcaptions")
 
 
 def subject_summary(subject=SUBJECT):

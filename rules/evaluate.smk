@@ -133,12 +133,41 @@ rule metrics_table:
         "../scripts/metrics_table.py"
 
 
+# The reconstructions side by side: the ground truth, each upper bound, each experiment's stages.
+rule overview:
+    input:
+        gt_images=data_input(nsd.EVAL_IMAGES),
+        images=lambda w: sorted({f for _, *files in overview_columns() for f in files if f}),
+        captions=lambda w: overview_captions()[1],
+        code=code("overview.py"),
+    output:
+        report("tables/overview.png", category="Reconstructions"),
+    log:
+        "logs/overview.log",
+    benchmark:
+        "benchmarks/overview.tsv"
+    conda:
+        f"{ENVS}/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        columns=lambda w: as_param(overview_columns()),
+        caption_title=lambda w: f"caption ({overview_captions()[0]})",
+        blend=EVAL["blend_blurry"],
+        rows=EVAL["overview_rows"],
+    script:
+        "../scripts/overview.py"
+
+
 # What people look at: the sweeps' seed groups, quality against cost, the learning curve over
 # sessions, and the results page that links them (all generated from the metrics table).
 rule results:
     input:
         table=rules.metrics_table.output.table,
         chart=rules.metrics_table.output.chart,
+        overview=rules.overview.output[0],
         code=code("results.py"),
     output:
         sweeps=report("tables/sweeps.csv", category="Exploration"),

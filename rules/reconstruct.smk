@@ -151,7 +151,7 @@ rule blurry:
         runtime=LOWLEVEL["runtime"],
         gpu=1,
     params:
-        tiny_vae=LOWLEVEL["vae"] == "random",
+        tiny_vae=tiny_lowlevel("vae"),
         model=lambda w: model_params(w.name),
         precision=LOWLEVEL["precision"],
         device=LOWLEVEL["device"],

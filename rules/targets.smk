@@ -62,5 +62,7 @@ rule lowlevel_targets:
         new_test=config["new_test"],
         batch_size=LOWLEVEL["batch_size"],
         device=LOWLEVEL["device"],
+        tiny_vae=tiny_lowlevel("vae"),
+        tiny_teacher=tiny_lowlevel("teacher"),
     script:
         "../scripts/lowlevel_targets.py"

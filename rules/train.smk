@@ -34,7 +34,7 @@ rule train:
         experiment=lambda w: fmri_experiment.train_params(config, w.experiment),
         device=lambda w: experiment(w.experiment)["device"],
         wandb=lambda w: experiment(w.experiment)["wandb"],
-        tiny_teacher=LOWLEVEL["teacher"] == "random",
+        tiny_teacher=tiny_lowlevel("teacher"),
         data_dir=DATA,
         out_dir=lambda w, output: os.path.dirname(output.stats),
     script:

@@ -188,6 +188,37 @@ rule random_lowlevel:
         "../scripts/random_lowlevel.py"
 
 
+# The blurry branch's tiny VAE trained as an autoencoder on the run's train images (`lowlevel.vae:
+# train`, the demo), written as upstream's sd_image_var_autoenc.pth is, with the ids it saw beside it.
+rule train_lowlevel:
+    input:
+        images=data_input(nsd.IMAGES_FILE),
+        summaries=lambda w: [subject_summary(s) for s in subject_sessions()],
+        code=code("train_lowlevel.py"),
+    output:
+        vae=f"{WEIGHTS}/trained/lowlevel/vae.pth",
+        report=f"{WEIGHTS}/trained/lowlevel/training.json",
+    log:
+        "logs/train_lowlevel.log",
+    benchmark:
+        "benchmarks/train_lowlevel.tsv"
+    conda:
+        f"{ENVS}/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=config["decoder_training"]["mem_mb"],
+        runtime=config["decoder_training"]["runtime"],
+    params:
+        settings=as_param({k: config["decoder_training"][k] for k in ("lowlevel_steps", "batch_size", "lr", "seed")}),
+        runs=sorted(subject_sessions().items()),
+        data_dir=DATA,
+        subject=SUBJECT,
+        num_sessions=config["num_sessions"],
+        new_test=config["new_test"],
+    script:
+        "../scripts/train_lowlevel.py"
+
+
 # A tiny decoder trained on the run's train images (`weights: train`, the demo) from the random
 # start random_model would write (built in the job: one job less): the unCLIP decoder on their
 # CLIP tokens, GIT and SD-XL on their captions.

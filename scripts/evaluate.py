@@ -20,9 +20,10 @@ upper_bound = p.kind == "upper_bound"
 gt = evaluate.load_pt(inp.gt_images).float()
 recons = evaluate.load_pt(inp.recons).float()
 images = {"upper_bound": recons} if upper_bound else {"recon": recons, "enhanced": evaluate.load_pt(inp.enhanced).float()}
+refined = images.get("enhanced")
 if p.blurry:                    # upstream scores the refined images blended with the blurry ones
     images["blurry"] = evaluate.load_pt(inp.blurry).float()
-    images["enhanced"] = evaluate.blend_blurry(images["enhanced"], images["blurry"], ev["blend_blurry"])
+    images["enhanced"] = evaluate.blend_blurry(refined, images["blurry"], ev["blend_blurry"])
 
 models = evaluate.metric_models(ev, inp, device)
 gt_features = evaluate.read_ground_truth_features(inp.gt_features, len(gt))
@@ -56,5 +57,6 @@ rows = tables.experiment_rows(snakemake.wildcards.name, n_test_images=len(gt), s
                               captions_relative=model_scores.get("captions_relative"), train_stats=train_stats,
                               notes=notes)
 tables.write_table(rows, snakemake.output.table)
-pictures.grid_png(gt, recons, images.get("enhanced"), [str(c) for c in texts[0]], snakemake.output.grid)
+pictures.grid_png(evaluate.grid_columns(gt, images, refined), [str(c) for c in texts[0]], snakemake.output.grid,
+                  caption_title="caption from true tokens" if upper_bound else "predicted caption")
 log.info("rows: %s", rows)

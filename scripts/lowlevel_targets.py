@@ -15,6 +15,6 @@ settings = json.loads(p.settings)
 device, dtype = helpers.resolve_device(p.device, settings["precision"])
 ids = nsd.images_of_runs(p.data_dir, p.runs, p.new_test)
 info = lowlevel.build_cache(ids, p.data_dir, inp.vae, inp.teacher, snakemake.output[0],
-                            tiny_vae=settings["vae"] == "random", tiny_teacher=settings["teacher"] == "random",
+                            tiny_vae=p.tiny_vae, tiny_teacher=p.tiny_teacher,
                             device=device, dtype=dtype, batch_size=p.batch_size)
 log.info("cached low-level targets: %s", info)

@@ -17,7 +17,7 @@ tables.write_table(groups, out.sweeps, columns=results.SWEEP_COLUMNS)
 pictures.pareto_chart(rows, out.pareto)
 pictures.learning_curve(groups, out.learning_curve)
 here = os.path.dirname(out.page)
-figures = {"Quality against cost": out.pareto, "Learning curve": out.learning_curve, "Metrics": snakemake.input.chart}
+figures = {"Reconstructions": snakemake.input.overview, "Quality against cost": out.pareto, "Learning curve": out.learning_curve, "Metrics": snakemake.input.chart}
 page = results.page(rows, groups, {k: os.path.relpath(v, here) for k, v in figures.items()})
 with atomic_output(out.page) as tmp:
     tmp.write_text(page)

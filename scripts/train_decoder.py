@@ -23,7 +23,8 @@ with tempfile.TemporaryDirectory(dir=Path(out).parent) as scratch:
     init = Path(scratch) / "random"              # what random_model writes, with the training's seed
     if kind == "unclip":
         weights.build_tiny_unclip(init, context_dim=p.context_dim, seq_len=p.seq_len, seed=cfg["seed"],
-                                  vae_params=decoder_training.TRAINED_VAE, image_size=decoder_training.TRAINED_IMAGE_SIZE)
+                                  vae_params=decoder_training.TRAINED_VAE, image_size=decoder_training.TRAINED_IMAGE_SIZE,
+                                  coord_channels=2 if cfg["positional"] else 0)
         tokens = torch.from_numpy(TargetCache(inp.targets).get(ids)).float()
         report = decoder_training.train_unclip(init, out, images, tokens, ids, vae_steps=cfg["vae_steps"],
                                                unet_steps=cfg["unclip_steps"], drop_rate=cfg["drop_rate"], **common)

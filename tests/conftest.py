@@ -11,10 +11,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo.yaml"
+MORE = REPO / "tests" / "demo_more.yaml"       # tests-only: the seed's ViT-B-32 space and a sweep
+DEMO_TEST_IMAGES = yaml.safe_load(DEMO.read_text())["synthetic"]["num_test_images"]
+# The README demo takes about 470 s on 2 cores, the run with tests/demo_more.yaml about 350 s: a
+# run that takes more than three times that has gone wrong, and says so.
+RUN_TIMEOUT = 1800
 
 
 def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: dict | None = None,
-              check: bool = True, timeout: int = 1800, repo: Path = REPO, env: dict | None = None
+              check: bool = True, timeout: int = RUN_TIMEOUT, repo: Path = REPO, env: dict | None = None
               ) -> subprocess.CompletedProcess:
     """Run ``snakemake`` of the checkout ``repo`` (this one) in ``workdir`` with config overlays; return the result.
 
@@ -30,16 +35,38 @@ def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: di
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory",
            str(workdir), "--cores", "2", *args, "--configfile", *files]   # --configfile takes the rest
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(workdir / ".hf"), "PYTHONUNBUFFERED": "1", **(env or {})}
-    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        said = "".join(x if isinstance(x, str) else x.decode(errors="replace") for x in (e.stdout or "", e.stderr or ""))
+        raise AssertionError(f"snakemake {' '.join(args)} in {workdir} took longer than {timeout} s; "
+                             f"its last output:\n{said[-6000:]}") from None
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
     return result
 
 
+def pytest_collection_modifyitems(items):
+    """Every end-to-end test is slow: it runs Snakemake, most of them on the shared demo run."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
-    """One complete demo run shared by every end-to-end test (building the DAG is the slow part)."""
-    workdir = tmp_path_factory.mktemp("demo")
+    """The README demo's run, shared by every end-to-end test that reads it (FMRI_DEMO_RUN: a
+    finished one to reuse while working on the tests; the fixture brings it up to date)."""
+    workdir = Path(os.environ.get("FMRI_DEMO_RUN") or tmp_path_factory.mktemp("demo"))
     snakemake(workdir, "all")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def demo_more_run(tmp_path_factory) -> Path:
+    """A run of the demo with tests/demo_more.yaml: the seed's ViT-B-32 experiment, its upper bound
+    and a 2x2 sweep, with random decoders (FMRI_DEMO_MORE_RUN: a finished one to reuse)."""
+    workdir = Path(os.environ.get("FMRI_DEMO_MORE_RUN") or tmp_path_factory.mktemp("demo_more"))
+    snakemake(workdir, "all", configs=(DEMO, MORE))
     return workdir

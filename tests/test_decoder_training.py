@@ -66,8 +66,8 @@ def test_trained_unclip_learns_and_loads_as_a_decoder(tiny_data, tmp_path):
     out = decoder.decode(tokens[:2], torch.Generator().manual_seed(0), num_steps=3, guidance=5.0, batch_size=2)
     assert out.shape == (2, 3, 32, 32)
     # the conditioning is standardised with the train tokens' own statistics, at decode time too
-    mean, std = decoder.token_stats
-    assert torch.allclose(mean, tokens.mean(0)) and torch.allclose(std, tokens.std(0) + 1e-3)
+    stats = decoder.token_stats
+    assert torch.allclose(stats["mean"], tokens.mean(0)) and torch.allclose(stats["std"], tokens.std(0) + 1e-3)
     decoder.token_stats = None
     raw = decoder.decode(tokens[:2], torch.Generator().manual_seed(0), num_steps=3, guidance=5.0, batch_size=2)
     assert not torch.allclose(out, raw, atol=1e-3)

@@ -30,12 +30,12 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
     work = tmp_path / "run"
     work.mkdir()
     # A smaller demo (the full one runs in the local end-to-end tests): every GPU stage once (the
-    # blurry experiment has them all), less compute.
+    # blurry experiment has them all), less compute: random decoders, which train no job of their own.
     small = work / "small.yaml"
     small.write_text("model: {num_epochs: 2}\nsynthetic: {num_test_images: 16, trials_per_session: 300, num_images: 300}\n"
-                     "sweeps: {vitb32: null}\n"
-                     "experiments: {lite_bigG: null, seed_vitb32: null, residual_bigG: null,\n"
-                     "              blurry_bigG: {num_processes: 2}}\n")   # train: 2 GPUs, 2 ranks
+                     "decoder: {weights: random}\ncaptions: {weights: random}\nrefine: {base: random, size: 64}\n"
+                     "lowlevel: {vae: random}\n"
+                     "experiments: {lite_bigG: null, blurry_bigG: {num_processes: 2}}\n")   # train: 2 GPUs, 2 ranks
     with SlurmCluster(tmp_path / "slurm", gpus=2) as cluster:
         env = cluster.env()
         env.pop("CUDA_VISIBLE_DEVICES", None)              # the fake GPU comes from SLURM, not from us

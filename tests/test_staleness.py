@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEMO, REPO, snakemake
+from conftest import DEMO, MORE, REPO, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -27,9 +27,11 @@ def planned(workdir, *configs, overrides=None) -> set[tuple[str, str]]:
     return jobs
 
 
-def decode_jobs(name: str) -> set[tuple[str, str]]:
+def decode_jobs(name: str, shown: bool = True) -> set[tuple[str, str]]:
+    """An experiment's jobs and the tables after it; ``shown``: the overview figure shows it (a sweep's
+    own points are not shown there)."""
     return {("train", f"experiment={name}"), ("reconstruct", f"name={name}"), ("refine", f"name={name}"),
-            ("evaluate", f"name={name}"), ("metrics_table", ""), ("results", "")}
+            ("evaluate", f"name={name}"), ("metrics_table", ""), ("results", "")} | ({("overview", "")} if shown else set())
 
 
 def test_one_experiments_parameter_reruns_only_that_experiment(demo_run):
@@ -37,8 +39,8 @@ def test_one_experiments_parameter_reruns_only_that_experiment(demo_run):
     assert jobs == decode_jobs("lite_bigG")
 
 
-def test_a_sweeps_base_parameter_reruns_the_base_and_its_points(demo_run):
-    jobs = planned(demo_run, overrides={"experiments": {"seed_vitb32": {"max_lr": 0.002}}})
+def test_a_sweeps_base_parameter_reruns_the_base_and_its_points(demo_more_run):
+    jobs = planned(demo_more_run, DEMO, MORE, overrides={"experiments": {"seed_vitb32": {"max_lr": 0.002}}})
     points = ("seed_vitb32", "vitb32_num_sessions~1_seed~7", "vitb32_num_sessions~2_seed~42",
               "vitb32_num_sessions~2_seed~7")
     assert jobs == set().union(*map(decode_jobs, points))
@@ -53,9 +55,9 @@ def test_a_new_experiment_runs_only_its_own_jobs(demo_run):
     assert jobs == decode_jobs("wide_bigG")
 
 
-def test_a_new_grid_value_runs_only_the_new_points(demo_run):
-    jobs = planned(demo_run, overrides={"sweeps": {"vitb32": {"grid": {"seed": [42, 7, 3]}}}})
-    assert jobs == decode_jobs("vitb32_num_sessions~1_seed~3") | decode_jobs("vitb32_num_sessions~2_seed~3")
+def test_a_new_grid_value_runs_only_the_new_points(demo_more_run):
+    jobs = planned(demo_more_run, DEMO, MORE, overrides={"sweeps": {"vitb32": {"grid": {"seed": [42, 7, 3]}}}})
+    assert jobs == decode_jobs("vitb32_num_sessions~1_seed~3", False) | decode_jobs("vitb32_num_sessions~2_seed~3", False)
 
 
 def test_reordered_config_keys_rerun_nothing(demo_run, tmp_path):
@@ -154,7 +156,7 @@ def test_editing_any_package_module_reruns_exactly_the_stages_that_import_it(dem
     assert len(results) == len(modules) >= 30
     # the cases a reviewer checks by hand
     by_module = {m: got for m, got, _ in results}
-    assert by_module["fmri_recon/weights.py"] >= {"random_model", "reconstruct", "refine", "evaluate"}
+    assert by_module["fmri_recon/weights.py"] >= {"train_decoder", "reconstruct", "refine", "evaluate"}
     assert "train" not in by_module["fmri_recon/refine.py"]
     assert by_module["fmri_recon/helpers.py"] >= {"synthesize", "train", "evaluate"}
     metric_modules = [m for m in by_module if m.startswith("fmri_recon/metrics/")]

@@ -99,10 +99,12 @@ def test_grid_png_size_and_content(tmp_path):
     g = torch.Generator().manual_seed(0)
     gt, recon, enh = (torch.rand(5, 3, 32, 32, generator=g) for _ in range(3))
     caps = ["a man riding a horse on a sandy beach at sunset, seen from far away"] * 5
-    out = pictures.grid_png(gt, recon, enh, caps, tmp_path / "grid.png", n=4)
+    out = pictures.grid_png([("ground truth", gt), ("recon", recon), ("enhanced", enh)], caps, tmp_path / "grid.png", n=4)
     assert png_size(out) == pictures.grid_size(4) == (3 * 128 + 256, 4 * 128 + 24)
-    out2 = pictures.grid_png(gt, recon, None, None, tmp_path / "grid2.png", n=8)   # n capped at 5 images
-    assert png_size(out2) == pictures.grid_size(5, with_enhanced=False, with_captions=False)
+    out2 = pictures.grid_png([("ground truth", gt), ("recon", recon)], None, tmp_path / "grid2.png", n=8)   # n capped at 5
+    assert png_size(out2) == pictures.grid_size(5, n_columns=2, with_captions=False)
+    small = pictures.grid_png([("a", gt)] * 7, caps, tmp_path / "grid3.png", n=3, cell_px=64)
+    assert png_size(small) == (7 * 64 + 256, 3 * 64 + 24)
     from PIL import Image
     import numpy as np
     with Image.open(out) as im:

@@ -10,21 +10,25 @@ import sys
 import time
 
 import pytest
+import yaml
 
-from conftest import DEMO, REPO
+from conftest import DEMO, MORE, REPO
+from conftest import DEMO_TEST_IMAGES as N
 from fmri_recon import checkpoint
 
-EXPERIMENTS = ("lite_bigG", "seed_vitb32", "blurry_bigG")      # demo.yaml leaves residual_bigG out
+EXPERIMENTS = ("lite_bigG", "seed_vitb32", "blurry_bigG")      # the README demo's and tests/demo_more.yaml's
+EPOCHS = yaml.safe_load(DEMO.read_text())["model"]["num_epochs"]
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_demo_experiment_learns_far_above_chance(demo_run, name):
-    rows = list(csv.DictReader(open(demo_run / f"train_logs/{name}/log.csv")))
-    assert len(rows) == 20
+def test_demo_experiment_learns_far_above_chance(request, name):
+    run = request.getfixturevalue("demo_more_run" if "vitb32" in name else "demo_run")
+    rows = list(csv.DictReader(open(run / f"train_logs/{name}/log.csv")))
+    assert len(rows) == EPOCHS
     last = rows[-1]
     chance = 1 / int(last["val_images"])
-    assert int(last["val_images"]) == 50
+    assert int(last["val_images"]) == N
     assert float(last["val_image_to_brain"]) >= 10 * chance, last
     assert float(last["val_brain_to_image"]) >= 10 * chance, last
     assert float(last["train_loss_total"]) < float(rows[0]["train_loss_total"])
@@ -33,7 +37,7 @@ def test_demo_experiment_learns_far_above_chance(demo_run, name):
 @pytest.mark.e2e
 def test_demo_checkpoint_and_stats(demo_run):
     model, ckpt = checkpoint.load_model(demo_run / "train_logs/blurry_bigG/last.pth")
-    assert model.cfg.blurry_recon and model.cfg.clip_seq_dim == 256 and ckpt["epoch"] == 20
+    assert model.cfg.blurry_recon and model.cfg.clip_seq_dim == 256 and ckpt["epoch"] == EPOCHS
     assert model.cfg.num_voxels == [600]                               # read from the data
     stats = json.loads((demo_run / "train_logs/lite_bigG/train_stats.json").read_text())
     assert stats["params"]["total"] == sum(stats["params"][k] for k in ("ridge", "backbone", "prior"))
@@ -56,16 +60,16 @@ def job_pids(session: int, marker: str) -> list[int]:
 
 
 @pytest.mark.e2e
-def test_killed_training_job_resumes_from_its_checkpoint(demo_run, tmp_path):
+def test_killed_training_job_resumes_from_its_checkpoint(demo_more_run, tmp_path):
     """The training process dies mid-run (as a preempted SLURM job); Snakemake's retry resumes it."""
     work = tmp_path / "run"
-    shutil.copytree(demo_run, work, ignore=shutil.ignore_patterns("train_logs", "logs", "benchmarks"))
+    shutil.copytree(demo_more_run, work, ignore=shutil.ignore_patterns("train_logs", "logs", "benchmarks"))
     overrides = {"experiments": {"seed_vitb32": {"num_epochs": 60, "ckpt_interval": 5}}}
     (work / "overrides.yaml").write_text(json.dumps(overrides))
     ckpt = work / "train_logs/seed_vitb32/last.pth"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
            "--cores", "2", "--retries", "1", "train_logs/seed_vitb32/train_stats.json", "--configfile", str(DEMO),
-           str(work / "overrides.yaml")]
+           str(MORE), str(work / "overrides.yaml")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

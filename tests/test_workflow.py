@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import foreign_dataset
-from conftest import REPO, snakemake
+from conftest import DEMO_TEST_IMAGES, REPO, snakemake
 from fmri_recon import clip_targets, nsd
 
 TINY_CLIP = {"bigG": {"arch": "tiny-ViT-bigG-14", "emb_dim": 64, "weights": "random"},
@@ -285,17 +285,17 @@ def test_bad_file_fails_its_job_clearly_and_keeps_finished_work(tmp_path):
 
 
 @pytest.mark.e2e
-def test_demo_builds_data_and_targets(demo_run):
-    summary = json.loads((demo_run / "cache/data/subj01.json").read_text())
-    assert summary["num_voxels"] == 600 and summary["test_images"] == 50
-    split = nsd.open_split(demo_run / "data", 1, 1)
+def test_demo_builds_data_and_targets(demo_more_run):
+    summary = json.loads((demo_more_run / "cache/data/subj01.json").read_text())
+    assert summary["num_voxels"] == 600 and summary["test_images"] == DEMO_TEST_IMAGES
+    split = nsd.open_split(demo_more_run / "data", 1, 1)
     for clip, shape in [("bigG", (256, 64)), ("vitb32", (49, 48))]:
-        cache = clip_targets.TargetCache(demo_run / f"cache/clip_targets/{clip}.hdf5")
+        cache = clip_targets.TargetCache(demo_more_run / f"cache/clip_targets/{clip}.hdf5")
         assert cache.image_ids.tolist() == split.all_images().tolist() and cache.shape == shape
         tokens = cache.get(split.test_images).astype(np.float32)
         assert np.isfinite(tokens).all() and tokens.std() > 0.1
     for job in ("synthesize", "check_data/subj01", "targets/bigG"):
-        assert (demo_run / f"benchmarks/{job}.tsv").exists() and (demo_run / f"logs/{job}.log").exists()
+        assert (demo_more_run / f"benchmarks/{job}.tsv").exists() and (demo_more_run / f"logs/{job}.log").exists()
 
 
 @pytest.mark.e2e

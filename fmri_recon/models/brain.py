@@ -61,6 +61,9 @@ class BrainConfig:
         self.num_voxels = [int(v) for v in self.num_voxels]
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone {self.backbone!r}: expected one of {BACKBONES}")
+        if self.use_prior and not (self.prior_heads or self.clip_emb_dim // self.prior_dim_head):
+            raise ValueError(f"prior_dim_head {self.prior_dim_head} is wider than the CLIP tokens ({self.clip_emb_dim}): "
+                             "the prior would have no attention head; lower it or set prior_heads")
 
     def prior_config(self) -> PriorConfig:
         heads = self.prior_heads or self.clip_emb_dim // self.prior_dim_head
