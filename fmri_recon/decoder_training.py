@@ -5,9 +5,8 @@ path that uses its conditioning from one that ignores it. These trainings start 
 random models of ``fmri_recon.weights`` (same classes, same folder formats as the real ones) and
 teach them, on the train images only, what the real models learnt on LAION and COCO:
 
-- unCLIP (``train_unclip``): the VAE as an autoencoder (MSE + a small KL term), its latent
-  channels standardised (folded into its quant convs) and its scale measured as LDM does
-  (1 / std of the train latents), its output range then folded into the unCLIP decoder's
+- unCLIP (``train_unclip``): the VAE as an autoencoder (fmri_recon.vae_training), its output
+  range then folded into the unCLIP decoder's
   (``fold_output_range``), then the UNet as an eps-predicting denoiser over upstream's 1000-step
   schedule (its loss weighted as v-prediction's), cross-attending to the images' CLIP tokens in the
   configured token space, standardised per token and feature with the train images' statistics
@@ -22,8 +21,9 @@ teach them, on the train images only, what the real models learnt on LAION and C
   upstream's negative prompt at ``drop_rate`` for guidance), on the timesteps refinement uses
   (below upstream's img2img start, t < 500) since nothing else ever runs.
 
-Each folder gets ``training.json``: the image ids trained on (tests check no test image is
-among them), the settings and the loss curve's first and last values.
+Each folder gets ``training.json`` (fmri_recon.vae_training.training_report): the image ids
+trained on (tests check no test image is among them), the settings and the loss curve's first and
+last values.
 """
 from __future__ import annotations
 
@@ -34,55 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import helpers
+from . import helpers, vae_training
+from .vae_training import TRAINING_JSON
 from .weights import TINY_SDXL_VAE
 
 log = logging.getLogger(__name__)
 
-TRAINING_JSON = "training.json"
 # The trained unCLIP decoder works at 32 px with latents of 8x8x4 (two downsamples): a CPU
 # trains its VAE in seconds at that size, and 12x compression keeps the images' layout.
 TRAINED_IMAGE_SIZE = 32
 TRAINED_VAE = {**TINY_SDXL_VAE, "ch_mult": (1, 1, 1)}
 REFINE_MAX_T = 500            # refinement starts at t = 479 (refine.UPSTREAM_STRENGTH of 25 steps)
-
-
-def train_ids(all_ids: np.ndarray, test_ids: np.ndarray) -> np.ndarray:
-    """The images a decoder may learn from: every image of the run that is not a test image."""
-    ids = np.setdiff1d(np.asarray(all_ids), np.asarray(test_ids))
-    if len(ids) == 0:
-        raise ValueError("decoder training: no train images (every image of the run is a test image)")
-    return ids
-
-
-def _batches(n: int, batch_size: int, steps: int, rng: np.random.Generator):
-    """``steps`` index batches, epoch by epoch through a fresh permutation of ``n`` items."""
-    order = []
-    for _ in range(steps):
-        if len(order) < batch_size:
-            order = [*order, *rng.permutation(n)]
-        yield np.array(order[:batch_size])
-        order = order[batch_size:]
-
-
-def _fit(params, steps: int, lr: float, loss_of_step) -> list[float]:
-    """AdamW with a cosine decay over ``steps``; returns the loss of every step."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    losses = []
-    for step in range(steps):
-        loss = loss_of_step(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    return losses
-
-
-def _summary(losses: list[float]) -> dict:
-    k = max(len(losses) // 10, 1)
-    return {"steps": len(losses), "first_loss": float(np.mean(losses[:k])), "last_loss": float(np.mean(losses[-k:]))}
 
 
 def _to_size(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -91,69 +53,6 @@ def _to_size(images: torch.Tensor, size: int) -> torch.Tensor:
     return images if images.shape[-1] == size else resize(images, [size, size]).clamp(0, 1)
 
 
-# ------------------------------------------------------------------ VAE
-def train_vae(vae, images: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
-              kl_weight: float = 1e-6, crop: int | None = None, stats_images: int | None = None,
-              latent_std: float = 1.0) -> dict:
-    """Fit ``vae`` (diffusers AutoencoderKL) to reconstruct ``images`` (N,3,S,S) in [0,1]; fold its
-    latent channels to zero mean and std ``latent_std`` and set its ``scaling_factor`` to 1 / std
-    of the train latents. Returns the loss summary and the scale.
-    ``crop``: train on random ``crop`` x ``crop`` windows (a convolutional autoencoder learns the
-    same local code from them, at a fraction of the cost of whole 224 px images);
-    ``stats_images``: the channel statistics from that many random images (default: all)."""
-    rng = np.random.default_rng(seed)
-    batches = list(_batches(len(images), batch_size, steps, rng))
-    vae.train().requires_grad_(True)
-
-    def step(i):
-        x = 2 * _windows(images[batches[i]], crop, rng) - 1
-        post = vae.encode(x).latent_dist
-        # the posterior's mode, not a sample: at initialisation its noise (std 1) drowns the latents,
-        # and with so small a KL weight it is an autoencoder anyway (the decoders use the mode too)
-        rec = vae.decode(post.mode()).sample
-        return torch.nn.functional.mse_loss(rec, x) + kl_weight * post.kl().mean()
-
-    losses = _fit(vae.parameters(), steps, lr, step)
-    vae.eval().requires_grad_(False)
-    stats = images[rng.permutation(len(images))[:stats_images]] if stats_images else images
-    scale = float(1 / _standardise_latent_channels(vae, _modes(vae, stats), std=latent_std).std())
-    vae.register_to_config(scaling_factor=scale)
-    return {**_summary(losses), "scaling_factor": scale}
-
-
-def _windows(images: torch.Tensor, crop: int | None, rng: np.random.Generator) -> torch.Tensor:
-    """One random ``crop``-pixel window of each image (all of it without ``crop``), on the latent grid."""
-    if crop is None or crop >= images.shape[-1]:
-        return images
-    grid = (images.shape[-1] - crop) // 8 + 1
-    ys, xs = rng.integers(grid, size=len(images)) * 8, rng.integers(grid, size=len(images)) * 8
-    return torch.stack([im[:, y:y + crop, x:x + crop] for im, y, x in zip(images, ys, xs)])
-
-
-def _standardise_latent_channels(vae, modes: torch.Tensor, std: float = 1.0) -> torch.Tensor:
-    """Fold each latent channel's train mean and std into ``vae``'s 1x1 quant convs, so its latents
-    are zero-mean with std ``std`` per channel while it decodes exactly as before. A freshly trained
-    tiny VAE has one channel 4x narrower than the others; its signal then sits below the noise the
-    UNet learns to remove, and sampling leaves it noisy.
-    Returns ``modes`` as the changed VAE encodes them."""
-    c = modes.shape[1]
-    mean, std = modes.mean((0, 2, 3)), modes.std((0, 2, 3)) / std
-    q, pq = vae.quant_conv, vae.post_quant_conv
-    with torch.no_grad():
-        q.weight[:c] /= std[:, None, None, None]
-        q.bias[:c] = (q.bias[:c] - mean) / std
-        q.bias[c:] -= 2 * std.log()                      # the posterior's log-variance, same scale
-        pq.bias += pq.weight[:, :, 0, 0] @ mean          # z = std * z' + mean
-        pq.weight *= std[None, :, None, None]
-    return (modes - mean[:, None, None]) / std[:, None, None]
-
-
-# The unCLIP decoder's output is ``x*0.8+0.2`` of its VAE's (upstream's QUIRK), where SD-XL's
-# pipelines read ``(x+1)/2``. The trained unCLIP decoder keeps the VAE trained in SD-XL's range and
-# folds the change of range into its decoder's last conv (exact: an affine map of the output).
-# Encoding the unCLIP range instead does not work: this tiny VAE normalises every channel right
-# after its first conv and so cannot see a range it was not trained on (a red cast, RGB means
-# .49/.25/.18 for .47/.41/.40; trained on both ranges it learnt neither).
 UNCLIP_FROM_SDXL = (1 / 1.6, 0.375)     # x*0.8+0.2 of (y/1.6 + 0.375) is (y+1)/2
 
 
@@ -165,12 +64,6 @@ def fold_output_range(vae, scale: float, shift: float) -> None:
         conv.bias.mul_(scale).add_(shift)
 
 
-def _modes(vae, images: torch.Tensor) -> torch.Tensor:
-    """The posterior modes of ``images`` in [0, 1] (unscaled), 64 at a time."""
-    with torch.no_grad():
-        return torch.cat([vae.encode(2 * images[i:i + 64] - 1).latent_dist.mode() for i in range(0, len(images), 64)])
-
-
 def _content_timesteps(n: int, num_train_timesteps: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` timesteps with density proportional to t (sqrt of a uniform draw): twice the uniform
     draw's share of high-noise steps, where the conditioning decides what the image shows."""
@@ -180,7 +73,7 @@ def _content_timesteps(n: int, num_train_timesteps: int, gen: torch.Generator) -
 
 def _latents(vae, images: torch.Tensor) -> torch.Tensor:
     """What a diffusion model of ``vae`` denoises: the scaled modes."""
-    return _modes(vae, images) * vae.config.scaling_factor
+    return vae_training.latent_modes(vae, images) * vae.config.scaling_factor
 
 
 def _x0_weighted_mse(pred: torch.Tensor, eps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -200,31 +93,6 @@ def _noised(scheduler, z0: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
 
 
 # ------------------------------------------------------------------ the blurry branch's VAE
-LOWLEVEL_CROP = 64            # training windows of the low-level VAE (its latents are 1/8 of that)
-LOWLEVEL_STATS_IMAGES = 64    # images whose latents set its channel statistics
-
-
-def train_lowlevel_vae(vae, images: torch.Tensor, ids: np.ndarray, out_file, *, steps: int, batch_size: int,
-                       lr: float, seed: int) -> dict:
-    """The blurry branch's tiny VAE (``fmri_recon.lowlevel``'s TINY_VAE) trained as an autoencoder
-    on the 224 px train ``images`` (windows of LOWLEVEL_CROP px), its latent channels folded to
-    zero mean and the spread SD's VAE gives (unit std once scaled by ``lowlevel.VAE_SCALE``, which
-    the blurry branch applies), written as upstream's ``sd_image_var_autoenc.pth`` is: a state dict.
-    ``training.json`` beside it lists the image ids."""
-    from .lowlevel import VAE_SCALE
-
-    torch.manual_seed(seed)
-    report = train_vae(vae, images, steps=steps, batch_size=batch_size, lr=lr, seed=seed, crop=LOWLEVEL_CROP,
-                       stats_images=LOWLEVEL_STATS_IMAGES, latent_std=1 / VAE_SCALE)
-    report.pop("scaling_factor")       # the blurry branch scales by upstream's constant, not by this
-    out_file = Path(out_file)
-    with helpers.atomic_output(out_file) as tmp:
-        torch.save(vae.state_dict(), tmp)
-    report = _report(ids, vae=report, crop=LOWLEVEL_CROP, batch_size=batch_size, lr=lr, seed=seed)
-    helpers.write_json(out_file.parent / TRAINING_JSON, report)
-    return report
-
-
 # ------------------------------------------------------------------ unCLIP decoder
 def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, ids: np.ndarray, *,
                  vae_steps: int, unet_steps: int, batch_size: int, lr: float, drop_rate: float, seed: int) -> dict:
@@ -250,14 +118,14 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
     tokens = standardised_tokens(tokens, stats)
     torch.manual_seed(seed)
     vae = AutoencoderKL.from_pretrained(init_dir / "vae", local_files_only=True)
-    vae_report = train_vae(vae, images, steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed)
+    vae_report = vae_training.train_vae(vae, images, steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed)
     z0 = _latents(vae, images)
     fold_output_range(vae, *UNCLIP_FROM_SDXL)
 
     unet = UNet2DConditionModel.from_pretrained(init_dir / "unet", local_files_only=True).train()
     scheduler = DDPMScheduler.from_pretrained(init_dir / "scheduler", local_files_only=True)
     gen = torch.Generator().manual_seed(seed)
-    batches = list(_batches(len(images), batch_size, unet_steps, np.random.default_rng(seed + 1)))
+    batches = list(vae_training.batches(len(images), batch_size, unet_steps, np.random.default_rng(seed + 1)))
     time_ids = torch.tensor([TIME_IDS], dtype=torch.float32).repeat(batch_size, 1)
     added = {"text_embeds": torch.zeros(batch_size, 0), "time_ids": time_ids}
 
@@ -272,14 +140,14 @@ def train_unclip(init_dir, out_dir, images: torch.Tensor, tokens: torch.Tensor, 
                     added_cond_kwargs=added).sample
         return _x0_weighted_mse(pred, eps, scheduler.alphas_cumprod[t].float())
 
-    unet_report = _summary(_fit(unet.parameters(), unet_steps, lr, step))
+    unet_report = vae_training.summary(vae_training.fit(unet.parameters(), unet_steps, lr, step))
     with helpers.atomic_dir(out_dir) as tmp:
         unet.eval().save_pretrained(tmp / "unet")
         vae.save_pretrained(tmp / "vae")
         shutil.copytree(init_dir / "scheduler", tmp / "scheduler")
         save_file({k: v.contiguous() for k, v in stats.items()}, tmp / TOKEN_STATS)
         helpers.write_json(tmp / UNCLIP_DECODER_JSON, {**meta, "vae_scale_factor": vae.config.scaling_factor})
-        report = _report(ids, vae=vae_report, unet=unet_report, batch_size=batch_size, lr=lr, drop_rate=drop_rate,
+        report = vae_training.training_report(ids, vae=vae_report, unet=unet_report, batch_size=batch_size, lr=lr, drop_rate=drop_rate,
                          seed=seed)
         helpers.write_json(tmp / TRAINING_JSON, report)
     return report
@@ -289,10 +157,6 @@ def _read_json(path: Path) -> dict:
     import json
 
     return json.loads(helpers.need(path).read_text())
-
-
-def _report(ids: np.ndarray, **items) -> dict:
-    return {"train_image_ids": [int(i) for i in ids], "images": int(len(ids)), **items}
 
 
 # ------------------------------------------------------------------ GIT captioner
@@ -314,18 +178,18 @@ def train_git(init_dir, out_dir, images: torch.Tensor, captions: list[str], ids:
     if unknown:
         raise ValueError(f"{init_dir}: {unknown} caption words are not in GIT's vocabulary")
     labels = text.input_ids.masked_fill(text.attention_mask == 0, -100)
-    batches = list(_batches(len(images), batch_size, steps, np.random.default_rng(seed)))
+    batches = list(vae_training.batches(len(images), batch_size, steps, np.random.default_rng(seed)))
 
     def step(i):
         idx = torch.from_numpy(batches[i])
         return model(input_ids=text.input_ids[idx], attention_mask=text.attention_mask[idx], pixel_values=pixels[idx],
                      labels=labels[idx]).loss
 
-    losses = _fit(model.parameters(), steps, lr, step)
+    losses = vae_training.fit(model.parameters(), steps, lr, step)
     with helpers.atomic_dir(out_dir) as tmp:
         model.eval().save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        report = _report(ids, git=_summary(losses), batch_size=batch_size, lr=lr, seed=seed)
+        report = vae_training.training_report(ids, git=vae_training.summary(losses), batch_size=batch_size, lr=lr, seed=seed)
         helpers.write_json(tmp / TRAINING_JSON, report)
     return report
 
@@ -352,7 +216,7 @@ def train_sdxl(init_dir, vae_dir, out_dir, images: torch.Tensor, captions: list[
     time_ids = torch.tensor([[768, 768, 0, 0, 1024, 1024]], dtype=torch.float32)
     unet, scheduler = pipe.unet.train(), pipe.scheduler
     gen = torch.Generator().manual_seed(seed)
-    batches = list(_batches(len(images), batch_size, steps, np.random.default_rng(seed + 1)))
+    batches = list(vae_training.batches(len(images), batch_size, steps, np.random.default_rng(seed + 1)))
 
     def step(i):
         idx = torch.from_numpy(batches[i])
@@ -363,11 +227,11 @@ def train_sdxl(init_dir, vae_dir, out_dir, images: torch.Tensor, captions: list[
         pred = unet(x_t, t, encoder_hidden_states=embeds[text], added_cond_kwargs=added).sample
         return torch.nn.functional.mse_loss(pred, eps)
 
-    losses = _fit(unet.parameters(), steps, lr, step)
+    losses = vae_training.fit(unet.parameters(), steps, lr, step)
     with helpers.atomic_dir(out_dir) as tmp:
         pipe.unet.eval()
         pipe.save_pretrained(tmp)
-        report = _report(ids, unet=_summary(losses), size=size, max_timestep=REFINE_MAX_T, batch_size=batch_size,
+        report = vae_training.training_report(ids, unet=vae_training.summary(losses), size=size, max_timestep=REFINE_MAX_T, batch_size=batch_size,
                          lr=lr, drop_rate=drop_rate, seed=seed)
         helpers.write_json(tmp / TRAINING_JSON, report)
     return report

@@ -225,7 +225,7 @@ def overview_columns():
     it or None]: each upper bound, then each experiment the config names (not a sweep's points)
     decoded here, by the stages its rows score (a blurry experiment's enhanced row is the blend)."""
     swept = fmri_sweeps.made_names(SWEEPS)
-    names = [n for n in decoded_names() if n not in swept]
+    names = sorted(n for n in decoded_names() if n not in swept)  # the YAML's key order reruns nothing
     columns = [
         [f"upper bound\n{recon_clip(n)}", evals_file(n, "recons"), None] for n in names if run_kind(n) == "upper_bound"
     ]
@@ -242,8 +242,8 @@ def overview_columns():
 
 
 def overview_captions():
-    """The overview's caption column: the predicted captions of its first experiment."""
-    first = next(n for n in decoded_names() if run_kind(n) == "experiment")
+    """The overview's caption column: the predicted captions of its first experiment by name."""
+    first = min(n for n in decoded_names() if run_kind(n) == "experiment")
     return first, evals_file(first, "predcaptions")
 
 

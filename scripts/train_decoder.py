@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from fmri_recon import decoder_training, nsd, runlog, synthetic, weights
+from fmri_recon import decoder_training, nsd, runlog, synthetic, vae_training, weights
 from fmri_recon.clip_targets import TargetCache
 
 log = runlog.setup(snakemake.log[0])
@@ -16,7 +16,7 @@ torch.set_num_threads(snakemake.threads)
 inp, p, kind, out = snakemake.input, snakemake.params, snakemake.wildcards.kind, snakemake.output[0]
 cfg = json.loads(p.settings)
 test = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test).test_images
-ids = decoder_training.train_ids(nsd.images_of_runs(p.data_dir, p.runs, p.new_test), test)
+ids = vae_training.train_ids(nsd.images_of_runs(p.data_dir, p.runs, p.new_test), test)
 images = torch.from_numpy(nsd.read_images(p.data_dir, ids)).float()
 common = dict(batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"])
 with tempfile.TemporaryDirectory(dir=Path(out).parent) as scratch:

@@ -5,18 +5,18 @@ Whether the trained decoders reconstruct is tested on the shared demo run (test_
 import numpy as np
 import pytest
 
-from fmri_recon import decoder_training, nsd, synthetic
+from fmri_recon import decoder_training, nsd, synthetic, vae_training
 
 
 def test_train_ids_leave_out_every_test_image():
-    got = decoder_training.train_ids(np.array([7, 3, 5, 1, 9]), np.array([5, 9, 11]))
+    got = vae_training.train_ids(np.array([7, 3, 5, 1, 9]), np.array([5, 9, 11]))
     assert got.tolist() == [1, 3, 7]
     with pytest.raises(ValueError, match="no train images"):
-        decoder_training.train_ids(np.array([5, 9]), np.array([5, 9]))
+        vae_training.train_ids(np.array([5, 9]), np.array([5, 9]))
 
 
 def test_batches_visit_every_image_once_per_epoch():
-    batches = list(decoder_training._batches(10, 4, 5, np.random.default_rng(0)))    # 20 draws = 2 epochs
+    batches = list(vae_training.batches(10, 4, 5, np.random.default_rng(0)))    # 20 draws = 2 epochs
     assert [len(b) for b in batches] == [4] * 5
     drawn = np.concatenate(batches)
     assert sorted(drawn[:10]) == list(range(10)) and sorted(drawn[10:]) == list(range(10))
@@ -92,9 +92,9 @@ def test_standardised_latent_channels_decode_as_before():
     with torch.no_grad():
         vae.quant_conv.bias[:4] += torch.tensor([3.0, -2.0, 0.5, 0.0])   # channels off-centre
         before = vae.decode(vae.encode(x).latent_dist.mode()).sample
-        decoder_training._standardise_latent_channels(vae, decoder_training._modes(vae, x))
+        vae_training.standardise_latent_channels(vae, vae_training.latent_modes(vae, x))
         after = vae.decode(vae.encode(x).latent_dist.mode()).sample
-    modes = decoder_training._modes(vae, x)
+    modes = vae_training.latent_modes(vae, x)
     assert torch.allclose(before, after, atol=1e-4)
     assert torch.allclose(modes.mean((0, 2, 3)), torch.zeros(4), atol=1e-4)
     assert torch.allclose(modes.std((0, 2, 3)), torch.ones(4), atol=1e-4)

@@ -62,7 +62,7 @@ def test_refine_writes_enhanced_reconstructions(request, name):
 def test_vitb32_predictions_reach_the_decoder_through_a_converter(demo_more_run):
     report = json.loads((demo_more_run / "cache/converters/vitb32_to_bigG.json").read_text())
     assert report["held_out"]["n_images"] == N and report["held_out"]["identification_top1"] > 5 / N
-    assert (demo_more_run / "cache/converters/bigG_to_git.json").exists()
+    assert (demo_more_run / "cache/converters/vitb32_to_git.json").exists()       # its own, into GIT's space
     assert not (demo_more_run / "cache/converters/bigG_to_bigG.pt").exists()       # same space: no converter
 
 

@@ -16,7 +16,7 @@ import torch
 from conftest import DEMO, snakemake
 from fmri_recon import evaluate, nsd, tables
 from fmri_recon.clip_targets import TargetCache
-from fmri_recon.decoder_training import TRAINING_JSON
+from fmri_recon.vae_training import TRAINING_JSON
 from fmri_recon.metrics import captions as caption_metrics
 from fmri_recon.metrics import image as image_metrics
 

@@ -4,16 +4,19 @@ import copy
 import pytest
 import yaml
 
-from conftest import DEMO, REPO
+from conftest import DEMO, MORE, REPO
 from fmri_recon import configuration, experiment, sweeps
 
 
 def config_with(sweep_spec: dict) -> dict:
-    """The demo's config (defaults filled in) with ``sweep_spec`` as its sweeps."""
+    """The demo's config with tests/demo_more.yaml's seed_vitb32 (defaults filled in) and ``sweep_spec``
+    as its sweeps."""
     from snakemake.utils import update_config, validate
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
+    seed = {**config["experiments"]["seed_vitb32"], **yaml.safe_load(MORE.read_text())["experiments"]["seed_vitb32"]}
     update_config(config, yaml.safe_load(DEMO.read_text()))           # as --configfile merges it
+    config["experiments"]["seed_vitb32"] = seed                         # which demo.yaml leaves out
     config["experiments"] = {k: v for k, v in config["experiments"].items() if v is not None}
     config["sweeps"] = sweep_spec
     validate(config, str(configuration.SCHEMA))
@@ -80,8 +83,8 @@ def test_the_schema_checks_the_points_values():
 
 def test_points_two_sweeps_share_are_trained_once():
     config = config_with({"a": {"base": "seed_vitb32", "grid": {"seed": [42, 7]}},
-                          "b": {"base": "seed_vitb32", "grid": {"max_lr": [0.003, 0.001], "seed": [7]}}})
+                          "b": {"base": "seed_vitb32", "grid": {"max_lr": [0.005, 0.001], "seed": [7]}}})
     index = configuration.expand_sweeps(config)
     assert [m["name"] for m in index["a"]] == ["seed_vitb32", "a_seed~7"]
-    # the demo's max_lr is 0.003: b's first point is a's second
+    # the demo's max_lr is 0.005: b's first point is a's second
     assert [m["name"] for m in index["b"]] == ["a_seed~7", "b_max_lr~0.001_seed~7"]

@@ -330,7 +330,7 @@ def test_fine_tuning_from_a_released_checkpoint(tmp_path):
 @pytest.mark.parametrize("change, named", [
     ({"hidden_dim": 8}, r"backbone.backbone_linear.weight: checkpoint \(32, 16\), configured \(32, 8\) \(hidden_dim = 8"),
     ({"blurry_recon": True}, r"backbone.b_maps_projector.0.weight \(512, 64, 1, 1\): missing from the checkpoint \(blurry_recon = True\)"),
-    ({"clip_emb_dim": 4}, r"backbone.clip_proj.0.weight: checkpoint \(8,\), configured \(4,\) \(clip_emb_dim = 4\)"),
+    ({"clip_emb_dim": 4, "prior_heads": 1}, r"backbone.clip_proj.0.weight: checkpoint \(8,\), configured \(4,\) \(clip_emb_dim = 4\)"),
 ])
 def test_a_released_checkpoint_that_does_not_fit_names_the_key(tmp_path, change, named):
     released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30, 25)))

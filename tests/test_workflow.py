@@ -21,6 +21,7 @@ def planned_downloads(workdir, **overrides):
 
 
 RELEASED_LIGHT = "train_logs/multisubject_subj01_1024hid_nolow_300ep/last.pth"
+OPT_IN = {"lite_bigG": {"allow_test_subject_in_pretraining": True}}   # config.yaml's start on another subject
 
 
 def test_real_config_downloads_exactly_what_it_needs(tmp_path):
@@ -40,7 +41,8 @@ def test_real_config_downloads_exactly_what_it_needs(tmp_path):
     assert sorted(set(three) - set(one)) == ["data/mindeyev2/wds/subj01/train/1.tar",
                                              "data/mindeyev2/wds/subj01/train/2.tar"]
     assert set(one) <= set(three) and len(three) == len(one) + 2
-    old = planned_downloads(tmp_path, new_test=False, subject=2)
+    # subject 2 with config.yaml's start, pretrained on subject 2: refused unless opted in (test_subject_leak)
+    old = planned_downloads(tmp_path, new_test=False, subject=2, experiments=OPT_IN)
     assert "data/mindeyev2/wds/subj02/test/0.tar" in old
     assert not any("subj01" in f for f in old if not f.endswith(RELEASED_LIGHT))   # config.yaml's init_from
 
@@ -208,7 +210,7 @@ def test_missing_files_with_download_false_are_listed(tmp_path):
     foreign_dataset.write(data)
     (data / "evals/all_captions.pt").unlink()
     result = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), check=False,
-                       overrides={"download": False, "data_dir": str(data), "subject": 5})
+                       overrides={"download": False, "data_dir": str(data), "subject": 5, "experiments": OPT_IN})
     assert result.returncode != 0
     said = result.stdout + result.stderr
     assert "files are missing under data_dir" in said and "evals/all_captions.pt" in said
