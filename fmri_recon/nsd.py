@@ -35,6 +35,15 @@ EVAL_CAPTIONS = "evals/all_captions.pt"
 EVAL_GIT_CAPTIONS = "evals/all_git_generated_captions.pt"
 EVAL_FILES = (EVAL_IMAGES, EVAL_CAPTIONS, EVAL_GIT_CAPTIONS)
 MASKS_FILE = "brain_region_masks.hdf5"   # voxel masks per subject (brain correlation)
+# Its boolean datasets per subject group, in upstream's order (nsd_general = all visual cortex).
+MASK_REGIONS = ("nsd_general", "V1", "V2", "V3", "V4", "higher_vis")
+
+
+def mask_group(subject: int | str) -> str:
+    """The group of ``subject`` in :data:`MASKS_FILE`: ``subj0X`` (a ``subj..`` name passes as is)."""
+    if isinstance(subject, str) and subject.startswith("subj"):
+        return subject
+    return f"subj{int(subject):02d}"
 
 
 

@@ -10,6 +10,7 @@ own noise. The files are written through ``nsd`` so the format is defined once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,9 +265,7 @@ def write_dataset(cfg: SyntheticConfig, data_dir: str | Path) -> dict:
         nsd.write_tar(data_dir / nsd.test_tar(subject, True), _take(arrays, is_test))
         old = is_test & (session < max(cfg.num_sessions - 1, 1))          # before the last session
         nsd.write_tar(data_dir / nsd.test_tar(subject, False), _take(arrays, old))
-    from .metrics.brain import write_synthetic_masks
-
-    write_synthetic_masks(data_dir / nsd.MASKS_FILE, cfg.subjects, cfg.num_voxels)
+    write_masks(data_dir / nsd.MASKS_FILE, cfg.subjects, cfg.num_voxels)
     return {"images": cfg.num_images, "test_images": int(len(test_ids)), "subjects": list(cfg.subjects)}
 
 
@@ -284,3 +283,33 @@ def _save_pt(path: Path, obj) -> None:
 
     with helpers.atomic_output(path) as tmp:
         torch.save(obj, tmp)
+
+
+def write_masks(path: str | Path, subjects: Sequence[int], num_voxels: int | Sequence[int],
+                fractions: Sequence[float] = (0.15, 0.15, 0.12, 0.08)) -> Path:
+    """A ``brain_region_masks.hdf5`` for the synthetic dataset, written atomically.
+
+    ``nsd_general`` covers every voxel; V1-V4 are consecutive disjoint blocks of the given
+    ``fractions`` of the voxels (at least 2 each) and ``higher_vis`` is the rest.
+    ``num_voxels`` is one count for all subjects or one per subject.
+    """
+    counts = [int(num_voxels)] * len(subjects) if np.isscalar(num_voxels) else [int(n) for n in num_voxels]
+    if len(counts) != len(subjects):
+        raise ValueError(f"write_masks: {len(counts)} voxel counts for {len(subjects)} subjects")
+    with helpers.atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        for subject, n in zip(subjects, counts):
+            sizes = [max(2, int(round(fr * n))) for fr in fractions]
+            if sum(sizes) + 2 > n:
+                raise ValueError(f"write_masks: {n} voxels are too few for 5 regions")
+            g = f.create_group(nsd.mask_group(subject))
+            g.create_dataset(nsd.MASK_REGIONS[0], data=np.ones(n, dtype=bool))
+            start = 0
+            for region, size in zip(nsd.MASK_REGIONS[1:5], sizes):
+                m = np.zeros(n, dtype=bool)
+                m[start:start + size] = True
+                g.create_dataset(region, data=m)
+                start += size
+            rest = np.zeros(n, dtype=bool)
+            rest[start:] = True
+            g.create_dataset(nsd.MASK_REGIONS[5], data=rest)
+    return Path(path)

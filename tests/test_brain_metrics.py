@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fmri_recon.metrics import brain as B
+from fmri_recon.synthetic import write_masks
 
 SMALL = B.GNet8Config(input_size=67)      # feature maps 5x5 and 3x3 instead of 25x25 and 13x13
 
@@ -129,7 +130,7 @@ def test_bad_shapes_are_errors():
 # --------------------------------------------------------------------------- masks file
 
 def test_synthetic_masks_round_trip(tmp_path):
-    path = B.write_synthetic_masks(tmp_path / "brain_region_masks.hdf5", [1, 2], [100, 60])
+    path = write_masks(tmp_path / "brain_region_masks.hdf5", [1, 2], [100, 60])
     masks = B.read_masks(path, 1)
     assert list(masks) == list(B.REGIONS)
     assert all(m.dtype == bool and m.shape == (100,) for m in masks.values())
@@ -142,7 +143,7 @@ def test_synthetic_masks_round_trip(tmp_path):
 
 
 def test_missing_group_or_region_is_a_clear_error(tmp_path):
-    path = B.write_synthetic_masks(tmp_path / "m.hdf5", [1], 40)
+    path = write_masks(tmp_path / "m.hdf5", [1], 40)
     with pytest.raises(KeyError, match=r"no group 'subj05' \(has \['subj01'\]\)"):
         B.read_masks(path, 5)
     with h5py.File(path, "a") as f:

@@ -55,6 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import nsd
+
 __all__ = [
     "REGIONS",
     "SUBJECT_NUM_VOXELS",
@@ -66,11 +68,9 @@ __all__ = [
     "predict_voxels",
     "preprocess",
     "read_masks",
-    "write_synthetic_masks",
 ]
 
-# Regions of brain_region_masks.hdf5, in upstream's order (nsd_general = all visual cortex).
-REGIONS = ("nsd_general", "V1", "V2", "V3", "V4", "higher_vis")
+REGIONS = nsd.MASK_REGIONS
 
 # Upstream's per-subject output sizes of GNet8 (= nsdgeneral voxels of each subject's betas).
 SUBJECT_NUM_VOXELS = {1: 15724, 2: 14278, 3: 15226, 4: 13153, 5: 13039, 6: 17907, 7: 12682, 8: 14386}
@@ -339,12 +339,6 @@ def brain_correlation(pred: Any, measured: Any, masks: Mapping[str, Any]) -> dic
     return out
 
 
-def _group_name(subject: int | str) -> str:
-    if isinstance(subject, str) and subject.startswith("subj"):
-        return subject
-    return f"subj{int(subject):02d}"
-
-
 def read_masks(path: str | Path, subject: int | str) -> dict[str, np.ndarray]:
     """Region masks of ``subject`` from ``brain_region_masks.hdf5`` (group ``subj0X``, boolean
     datasets :data:`REGIONS`, all of one length: the subject's voxels)."""
@@ -353,8 +347,8 @@ def read_masks(path: str | Path, subject: int | str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: brain region masks not found (brain_region_masks.hdf5 from "
-                                "MindEye2's evals, or write_synthetic_masks for the demo)")
-    group = _group_name(subject)
+                                "MindEye2's evals, or synthetic.write_masks for the demo)")
+    group = nsd.mask_group(subject)
     with h5py.File(path, "r") as f:
         if group not in f:
             raise KeyError(f"{path}: no group {group!r} (has {sorted(f.keys())})")
@@ -376,37 +370,3 @@ def read_masks(path: str | Path, subject: int | str) -> dict[str, np.ndarray]:
     if len(set(lengths.values())) != 1:
         raise ValueError(f"{path}: masks of {group} differ in length: {lengths}")
     return masks
-
-
-def write_synthetic_masks(path: str | Path, subjects: Sequence[int], num_voxels: int | Sequence[int],
-                          fractions: Sequence[float] = (0.15, 0.15, 0.12, 0.08)) -> Path:
-    """A ``brain_region_masks.hdf5`` for the synthetic dataset, written atomically.
-
-    ``nsd_general`` covers every voxel; V1-V4 are consecutive disjoint blocks of the given
-    ``fractions`` of the voxels (at least 2 each) and ``higher_vis`` is the rest.
-    ``num_voxels`` is one count for all subjects or one per subject.
-    """
-    import h5py
-
-    from ..helpers import atomic_output
-
-    counts = [int(num_voxels)] * len(subjects) if np.isscalar(num_voxels) else [int(n) for n in num_voxels]
-    if len(counts) != len(subjects):
-        raise ValueError(f"write_synthetic_masks: {len(counts)} voxel counts for {len(subjects)} subjects")
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-        for subject, n in zip(subjects, counts):
-            sizes = [max(2, int(round(fr * n))) for fr in fractions]
-            if sum(sizes) + 2 > n:
-                raise ValueError(f"write_synthetic_masks: {n} voxels are too few for 5 regions")
-            g = f.create_group(_group_name(subject))
-            g.create_dataset("nsd_general", data=np.ones(n, dtype=bool))
-            start = 0
-            for region, size in zip(("V1", "V2", "V3", "V4"), sizes):
-                m = np.zeros(n, dtype=bool)
-                m[start:start + size] = True
-                g.create_dataset(region, data=m)
-                start += size
-            rest = np.zeros(n, dtype=bool)
-            rest[start:] = True
-            g.create_dataset("higher_vis", data=rest)
-    return Path(path)
