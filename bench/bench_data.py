@@ -17,7 +17,7 @@ import numpy as np
 
 
 def bench_reader(data_dir: Path, subject: int, sessions: int, repeats: int = 3) -> dict:
-    from fmri_recon import nsd
+    from fmri_recon.data import nsd
 
     best = {}
     for _ in range(repeats):
@@ -38,7 +38,7 @@ def bench_reader(data_dir: Path, subject: int, sessions: int, repeats: int = 3) 
 
 
 def bench_targets(data_dir: Path, arch: str, n_images: int, batch_size: int) -> float:
-    from fmri_recon import clip_targets
+    from fmri_recon.targets import clip_targets
     from fmri_recon.configuration import defaults
 
     with tempfile.TemporaryDirectory() as tmp:

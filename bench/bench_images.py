@@ -26,7 +26,7 @@ def rss_mb() -> float:
 
 
 def scratch_images(folder: Path, n: int) -> Path:
-    from fmri_recon import nsd
+    from fmri_recon.data import nsd
 
     rng = np.random.default_rng(0)
     with h5py.File(folder / nsd.IMAGES_FILE, "w") as f:
@@ -45,8 +45,8 @@ def steps_per_s(images, ids: np.ndarray, steps: int, batch: int, rng) -> float:
 
 
 def main() -> None:
-    from fmri_recon import nsd
-    from fmri_recon.train_data import ImagesInMemory, ImagesOnDisk
+    from fmri_recon.data import nsd
+    from fmri_recon.train.dataset import ImagesInMemory, ImagesOnDisk
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir")

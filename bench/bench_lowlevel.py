@@ -24,7 +24,7 @@ def timed(fn, repeats: int = 3) -> float:
 
 
 def main() -> None:
-    from fmri_recon import lowlevel
+    from fmri_recon.targets import lowlevel
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", action="store_true", help="real-size models instead of the demo's tiny ones")

@@ -8,7 +8,7 @@
 The peak RSS of a CPU process running the same computation in the same precision regime
 (weights, gradients, optimizer state, activations) approximates the GPU memory of that step
 (README "One 24 GB GPU"). Each measurement is a fresh process going through the train
-stage's own code (``train.build_model``, ``train.prepare``, ``train.train_epoch``) on random
+stage's own code (``loop.build_model``, ``loop.prepare``, ``loop.train_epoch``) on random
 voxels and targets of the real shapes; the process's memory before the model exists is
 subtracted. Regimes:
 
@@ -62,13 +62,14 @@ def lowlevel_parts(n: int, g):
     import numpy as np
     import torch
 
-    from fmri_recon import lowlevel, train
-    from fmri_recon.train_data import ImagesInMemory, LowLevelData
+    from fmri_recon.targets import lowlevel
+    from fmri_recon.train import loop
+    from fmri_recon.train.dataset import ImagesInMemory, LowLevelData
 
     data = LowLevelData(torch.randn(n, 4, 28, 28, generator=g).half(), torch.randn(n, 49, 512, generator=g).half(),
                         ImagesInMemory(np.arange(n), torch.rand(n, 3, 224, 224, generator=g).half()))
     teacher = lowlevel.build_teacher(tiny=False)
-    return data, teacher, train._teacher_on_augmented(teacher, "cpu", lambda: torch.autocast("cpu", torch.bfloat16))
+    return data, teacher, loop._teacher_on_augmented(teacher, "cpu", lambda: torch.autocast("cpu", torch.bfloat16))
 
 
 def measure(model_name: str, regime: str, batch: int, steps: int = 2, checkpointing: bool = True,
@@ -78,9 +79,9 @@ def measure(model_name: str, regime: str, batch: int, steps: int = 2, checkpoint
     import numpy as np
     import torch
 
-    from fmri_recon import train
+    from fmri_recon.train import loop
     from fmri_recon.models import BrainConfig, parameter_counts
-    from fmri_recon.train_data import SubjectData, TrainData
+    from fmri_recon.train.dataset import SubjectData, TrainData
 
     torch.set_num_threads(2)
     n = batch * steps
@@ -96,13 +97,13 @@ def measure(model_name: str, regime: str, batch: int, steps: int = 2, checkpoint
     if shape.get("blurry_recon"):
         data.lowlevel, _, teacher_aug = lowlevel_parts(n + 2, g)
     cfg = BrainConfig(num_voxels=[VOXELS], n_blocks=4, **shape)
-    tc = train.TrainConfig(num_epochs=20, batch_size=batch,   # one epoch of 20 runs: the scheduler needs a span
+    tc = loop.TrainConfig(num_epochs=20, batch_size=batch,   # one epoch of 20 runs: the scheduler needs a span
                            precision="bf16", device="cpu", mixup_pct=0.0,
                            deepspeed_offload=regime == "deepspeed", activation_checkpointing=checkpointing)
-    model = train.build_model(data, cfg, tc, init_from=None, resuming=False)
+    model = loop.build_model(data, cfg, tc, init_from=None, resuming=False)
     params = parameter_counts(model)["total"]
-    parts = train.prepare(model, tc, steps, None, Path("unused"))
-    train.train_epoch(data, tc, 0, parts, mixup=False, temp=0.006, teacher_aug=teacher_aug)
+    parts = loop.prepare(model, tc, steps, None, Path("unused"))
+    loop.train_epoch(data, tc, 0, parts, mixup=False, temp=0.006, teacher_aug=teacher_aug)
     peak = rss_mb() - before
     gpu = peak - (params * OFFLOADED_BYTES_PER_PARAM / 2**20 if regime == "deepspeed" else 0.0)
     return {"model": model_name, "regime": regime, "batch": batch, "params": params, "checkpointing": checkpointing,

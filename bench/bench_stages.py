@@ -27,11 +27,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16)
     args = ap.parse_args()
     n = args.images
-    from fmri_recon import evaluate, refine, weights
+    from fmri_recon.decode import refine, weights
+    from fmri_recon.evaluate import score
     from fmri_recon.configuration import defaults
-    from fmri_recon.captions import GitCaptioner
-    from fmri_recon.metrics import brain, captions, image
-    from fmri_recon.unclip import UnclipDecoder
+    from fmri_recon.decode.captions import GitCaptioner
+    from fmri_recon.evaluate.metrics import brain, captions, image
+    from fmri_recon.decode.unclip import UnclipDecoder
 
     g = torch.Generator().manual_seed(0)
     rows = {}
@@ -55,8 +56,8 @@ def main() -> None:
     gt, rec = torch.rand(n, 3, 256, 256, generator=g), torch.rand(n, 3, 256, 256, generator=g)
     rows["evaluate: pixcorr"] = timed(lambda: image.pixcorr(gt, rec), n)
     rows["evaluate: ssim"] = timed(lambda: image.ssim(gt, rec), n)
-    models = evaluate.feature_models("random", clip_arch="tiny-ViT-B-32")
-    for name in evaluate.NETS:   # features of the ground truth and of the reconstructions
+    models = score.feature_models("random", clip_arch="tiny-ViT-B-32")
+    for name in score.NETS:   # features of the ground truth and of the reconstructions
         rows[f"evaluate: {name} features (random init)"] = timed(
             lambda: [image.extract(name, models[name], x) for x in (gt, rec)], n)
     gnet = brain.GNet8Encoder(subjects={1: 600})

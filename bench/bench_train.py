@@ -7,7 +7,7 @@
     torchrun --standalone --nproc-per-node 2 bench/bench_train.py --json   # 2 ranks (bench_distributed.py)
 
 Synthetic voxels and targets of the requested shapes (timing does not depend on values);
-the run goes through fmri_recon.train.run, so it measures the real training step.
+the run goes through fmri_recon.train.loop.run, so it measures the real training step.
 """
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def lite_counts() -> dict:
 
 
 def bench(args) -> dict:
-    from fmri_recon import train
+    from fmri_recon.train import loop
     from fmri_recon.models import BrainConfig
-    from fmri_recon.train_data import ImagesInMemory, LowLevelData, SubjectData, TrainData
+    from fmri_recon.train.dataset import ImagesInMemory, LowLevelData, SubjectData, TrainData
 
     n = args.batch_size * args.steps
     g = torch.Generator().manual_seed(0)
@@ -47,19 +47,19 @@ def bench(args) -> dict:
                       blurry_recon=args.blurry is not None)
     data, teacher = TrainData([subj], targets, np.arange(n + 8)), None
     if args.blurry:
-        from fmri_recon import lowlevel
+        from fmri_recon.targets import lowlevel
 
         teacher = lowlevel.build_teacher(tiny=args.blurry == "tiny").eval().requires_grad_(False)
         data.lowlevel = LowLevelData(torch.randn(n + 8, 4, 28, 28, generator=g).half(),
                                      torch.randn(n + 8, 49, 512, generator=g).half(),
                                      ImagesInMemory(np.arange(n + 8), torch.rand(n + 8, 3, 224, 224, generator=g).half()))
-    tc = train.TrainConfig(num_epochs=2, batch_size=args.batch_size, grad_accum=args.grad_accum,
+    tc = loop.TrainConfig(num_epochs=2, batch_size=args.batch_size, grad_accum=args.grad_accum,
                            precision=args.precision, ckpt_interval=100, val_images=8, device=args.device,
                            deepspeed_offload=args.deepspeed, mixup_pct=0.5,
                            num_processes=int(os.environ.get("WORLD_SIZE", 1)))   # under torchrun: its ranks
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        stats = train.run(data, cfg, tc, tmp, {"bench": True}, teacher=teacher)
+        stats = loop.run(data, cfg, tc, tmp, {"bench": True}, teacher=teacher)
         wall = time.perf_counter() - t0
     if "final" not in stats:                          # a rank but 0 of a torchrun launch
         return None

@@ -13,8 +13,8 @@ Rows (seconds per sample or image, peak GPU memory allocated by torch):
 - the SD-XL img2img refinement of 4 images (SD-XL base architecture, 25 steps from 0.48, fp16);
 - the evaluation of 50 images (every image metric's network at its real size, GNet8).
 
-Random weights cost the same as trained ones. It goes through the stages' own code (train.build_model,
-train.prepare, train.train_epoch, UnclipDecoder.decode, refine.refine, evaluate.score_images). The
+Random weights cost the same as trained ones. It goes through the stages' own code (loop.build_model,
+loop.prepare, loop.train_epoch, UnclipDecoder.decode, refine.refine, score.score_images). The
 tests never need it.
 """
 from __future__ import annotations
@@ -51,9 +51,9 @@ def train_step(model_name: str, regime: str, batch: int, steps: int, smoke: bool
     import numpy as np
     import torch
 
-    from fmri_recon import train
+    from fmri_recon.train import loop
     from fmri_recon.models import BrainConfig
-    from fmri_recon.train_data import SubjectData, TrainData
+    from fmri_recon.train.dataset import SubjectData, TrainData
 
     device, peak = device_and_peak(smoke)
     shape = TINY if smoke else MODELS[model_name]
@@ -65,18 +65,18 @@ def train_step(model_name: str, regime: str, batch: int, steps: int, smoke: bool
                        torch.randn(2, 3, voxels, generator=g).half(), torch.arange(2), np.arange(2))
     data = TrainData([subj], targets, np.arange(n + 2))
     cfg = BrainConfig(num_voxels=[voxels], n_blocks=4, clip_exclude_mean=True, **shape)
-    tc = train.TrainConfig(num_epochs=20, batch_size=batch, precision="bf16", device=device, mixup_pct=0.0,
+    tc = loop.TrainConfig(num_epochs=20, batch_size=batch, precision="bf16", device=device, mixup_pct=0.0,
                            deepspeed_offload=regime == "deepspeed", activation_checkpointing=True)
-    model = train.build_model(data, cfg, tc, init_from=None, resuming=False)
-    parts = train.prepare(model, tc, steps + 1, None, Path("unused"))
+    model = loop.build_model(data, cfg, tc, init_from=None, resuming=False)
+    parts = loop.prepare(model, tc, steps + 1, None, Path("unused"))
     warm = TrainData([SubjectData(1, subj.voxels[:batch], subj.target_index[:batch], subj.image_ids[:batch],
                                   subj.test_voxels, subj.test_index, subj.test_images)], targets, data.image_ids)
-    train.train_epoch(warm, tc, 0, parts, mixup=False, temp=0.006, teacher_aug=None)
+    loop.train_epoch(warm, tc, 0, parts, mixup=False, temp=0.006, teacher_aug=None)
     sync(device)
     t0 = time.perf_counter()
     rest = TrainData([SubjectData(1, subj.voxels[batch:], subj.target_index[batch:], subj.image_ids[batch:],
                                   subj.test_voxels, subj.test_index, subj.test_images)], targets, data.image_ids)
-    train.train_epoch(rest, tc, 1, parts, mixup=False, temp=0.006, teacher_aug=None)
+    loop.train_epoch(rest, tc, 1, parts, mixup=False, temp=0.006, teacher_aug=None)
     sync(device)
     return {"s_per_item": (time.perf_counter() - t0) / (batch * steps), "peak_gb": peak()}
 
@@ -91,8 +91,8 @@ def sync(device: str) -> None:
 def unclip_decode(n: int, batch: int, smoke: bool) -> dict:
     import torch
 
-    from fmri_recon import weights
-    from fmri_recon.unclip import UnclipDecoder
+    from fmri_recon.decode import weights
+    from fmri_recon.decode.unclip import UnclipDecoder
 
     device, peak = device_and_peak(smoke)
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +115,7 @@ def build_real_unclip(out: Path) -> None:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from fmri_recon import weights
+    from fmri_recon.decode import weights
 
     with torch.device("cuda"):
         unet = UNet2DConditionModel(**weights.unet_config(weights.UNCLIP6_UNET, weights.UNCLIP_IMAGE_SIZE // 8))
@@ -134,7 +134,7 @@ def build_real_sdxl(out: Path) -> None:
     from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from fmri_recon import weights
+    from fmri_recon.decode import weights
 
     tok = weights.write_clip_tokenizer(out / "_tok")
     tok2 = weights.write_clip_tokenizer(out / "_tok2", pad_token="!")
@@ -159,7 +159,7 @@ def build_real_sdxl(out: Path) -> None:
 def refinement(n: int, batch: int, smoke: bool) -> dict:
     import torch
 
-    from fmri_recon import refine, weights
+    from fmri_recon.decode import refine, weights
     from fmri_recon.configuration import defaults
 
     device, peak = device_and_peak(smoke)
@@ -183,18 +183,18 @@ def refinement(n: int, batch: int, smoke: bool) -> dict:
 def evaluation(n: int, batch: int, smoke: bool) -> dict:
     import torch
 
-    from fmri_recon import evaluate
-    from fmri_recon.metrics import brain
+    from fmri_recon.evaluate import score
+    from fmri_recon.evaluate.metrics import brain
 
     device, peak = device_and_peak(smoke)
-    models = evaluate.feature_models("random", device, clip_arch="tiny-ViT-B-32" if smoke else "ViT-L-14-quickgelu")
+    models = score.feature_models("random", device, clip_arch="tiny-ViT-B-32" if smoke else "ViT-L-14-quickgelu")
     gnet = brain.GNet8Encoder(subjects={1: VOXELS}).to(device)
     masks = {r: torch.ones(VOXELS, dtype=torch.bool).numpy() for r in brain.REGIONS}
     g = torch.Generator().manual_seed(0)
     gt, rec = torch.rand(n, 3, 256, 256, generator=g), torch.rand(n, 3, 256, 256, generator=g)
     measured = torch.randn(n, VOXELS, generator=g).numpy()
     t0 = time.perf_counter()
-    evaluate.score_images({"recon": rec}, gt, models, gnet, 1, measured, masks, device, batch)
+    score.score_images({"recon": rec}, gt, models, gnet, 1, measured, masks, device, batch)
     sync(device)
     return {"s_per_item": (time.perf_counter() - t0) / n, "peak_gb": peak()}
 

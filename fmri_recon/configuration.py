@@ -36,7 +36,7 @@ def defaults(block: str, schema_path: str | Path = SCHEMA) -> dict:
 def expand_sweeps(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     """Add every sweep's points to ``config["experiments"]`` (fmri_recon.sweeps) and return
     {sweep: [{"name", "point"}, ...]}. ``config`` has the schema's defaults filled in."""
-    from . import experiment, sweeps
+    from fmri_recon import experiment, sweeps
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     keys = set(schema["$defs"]["model"]["properties"])

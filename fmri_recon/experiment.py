@@ -12,7 +12,7 @@ import json
 MODEL_KEYS = ("hidden_dim", "n_blocks", "backbone", "blurry_recon", "drop", "use_prior", "prior_depth",
               "prior_dim_head", "prior_heads", "prior_timesteps", "prior_cond_drop_prob", "clip_scale",
               "clip_exclude_mean")
-# Optimisation (fmri_recon.train.TrainConfig fields that change the result).
+# Optimisation (fmri_recon.train.loop.TrainConfig fields that change the result).
 TRAIN_KEYS = ("num_epochs", "batch_size", "grad_accum", "max_lr", "lr_scheduler", "mixup_pct", "clip_scale",
               "prior_scale", "blur_scale", "blur_mix_targets", "ckpt_interval", "seed", "precision", "deepspeed_offload",
               "activation_checkpointing", "val_images")
@@ -57,7 +57,7 @@ def model_params(config: dict, name: str) -> str:
 def brain_config(settings: dict, num_voxels: list[int]):
     """``BrainConfig`` of ``settings`` (``model_params`` or the train params, parsed) for subjects
     with ``num_voxels``."""
-    from .models import BrainConfig
+    from fmri_recon.models import BrainConfig
 
     return BrainConfig(num_voxels=list(num_voxels), clip_seq_dim=settings["clip"]["seq_dim"],
                        clip_emb_dim=settings["clip"]["emb_dim"], **{k: settings[k] for k in MODEL_KEYS if k in settings})

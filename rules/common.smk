@@ -11,7 +11,7 @@ from snakemake.logging import logger
 from fmri_recon import code_deps
 from fmri_recon.configuration import test_subject_leak
 from fmri_recon import experiment as fmri_experiment
-from fmri_recon import nsd, synthetic
+from fmri_recon.data import nsd, synthetic
 from fmri_recon import sweeps as fmri_sweeps
 
 SUBJECT = config["subject"]
@@ -474,7 +474,7 @@ def metric_net_inputs():
 
 def check_wordnet():
     """METEOR's WordNet, checked while the DAG is built (before any job) when evaluate will run."""
-    from fmri_recon.metrics.captions import WordNetMissingError, ensure_wordnet
+    from fmri_recon.evaluate.metrics.captions import WordNetMissingError, ensure_wordnet
 
     try:
         ensure_wordnet()

@@ -26,7 +26,7 @@ rule train:
     resources:
         mem_mb=lambda w: experiment(w.experiment)["train_mem_mb"],
         runtime=lambda w: experiment(w.experiment)["train_runtime"],
-        # one process per GPU, on one node (fmri_recon.distributed); SLURM: --gpus=N, one task each
+        # one process per GPU, on one node (fmri_recon.train.distributed); SLURM: --gpus=N, one task each
         gpu=lambda w: experiment(w.experiment)["num_processes"],
         tasks_per_gpu=1,
         nodes=1,

@@ -4,7 +4,10 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import torch
 
-from fmri_recon import helpers, lowlevel, nsd, reconstruct, runlog
+from fmri_recon import helpers, runlog
+from fmri_recon.data import nsd
+from fmri_recon.decode import reconstruct
+from fmri_recon.targets import lowlevel
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

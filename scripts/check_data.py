@@ -2,7 +2,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
-from fmri_recon import helpers, nsd, runlog
+from fmri_recon import helpers, runlog
+from fmri_recon.data import nsd
 
 log = runlog.setup(snakemake.log[0])
 p = snakemake.params

@@ -6,8 +6,11 @@ import json
 
 import torch
 
-from fmri_recon import clip_targets, decoder_check, helpers, nsd, runlog
-from fmri_recon.unclip import UnclipDecoder
+from fmri_recon import helpers, runlog
+from fmri_recon.data import nsd
+from fmri_recon.evaluate import decoder_check
+from fmri_recon.targets import clip_targets
+from fmri_recon.decode.unclip import UnclipDecoder
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

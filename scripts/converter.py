@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 
-from fmri_recon import converter, helpers, nsd, runlog
-from fmri_recon.clip_targets import TargetCache
+from fmri_recon import helpers, runlog
+from fmri_recon.data import nsd
+from fmri_recon.decode import converter
+from fmri_recon.targets.clip_targets import TargetCache
 
 log = runlog.setup(snakemake.log[0])
 p = snakemake.params

@@ -1,4 +1,4 @@
-"""Rules download / download_weights: one hub file, resumable, verified (see fmri_recon.hub)."""
+"""Rules download / download_weights: one hub file, resumable, verified (see fmri_recon.data.hub)."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from fmri_recon import runlog
-from fmri_recon.hub import HubDownloadError, download_file
+from fmri_recon.data.hub import HubDownloadError, download_file
 
 log = runlog.setup(snakemake.log[0])
 # huggingface_hub has its own stderr handler: drop it so its messages (e.g. "Trying to

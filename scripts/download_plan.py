@@ -6,7 +6,8 @@ import csv
 import json
 import os
 
-from fmri_recon import helpers, hub, runlog
+from fmri_recon import helpers, runlog
+from fmri_recon.data import hub
 
 log = runlog.setup(snakemake.log[0])
 rows = []

@@ -4,8 +4,10 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import torch
 
-from fmri_recon import clip_targets, helpers, nsd, runlog
-from fmri_recon.captions import GitCaptioner
+from fmri_recon import helpers, runlog
+from fmri_recon.data import nsd
+from fmri_recon.targets import clip_targets
+from fmri_recon.decode.captions import GitCaptioner
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -7,14 +7,15 @@ import json
 import torch
 from safetensors.torch import save_file
 
-from fmri_recon import evaluate, helpers, runlog
+from fmri_recon import helpers, runlog
+from fmri_recon.evaluate import score
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = helpers.resolve_device(snakemake.params.device)[0]
-models = evaluate.metric_models(json.loads(snakemake.params.settings), snakemake.input, device)
-gt = evaluate.load_pt(snakemake.input.gt_images).float()
-features = evaluate.ground_truth_features(gt, models, device, json.loads(snakemake.params.settings)["batch_size"])
+models = score.metric_models(json.loads(snakemake.params.settings), snakemake.input, device)
+gt = score.load_pt(snakemake.input.gt_images).float()
+features = score.ground_truth_features(gt, models, device, json.loads(snakemake.params.settings)["batch_size"])
 with helpers.atomic_output(snakemake.output[0]) as tmp:
     save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))
 log.info("features of %d images: %s", len(gt), {k: tuple(v.shape) for k, v in features.items()})

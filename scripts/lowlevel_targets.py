@@ -6,7 +6,9 @@ import json
 
 import torch
 
-from fmri_recon import helpers, lowlevel, nsd, runlog
+from fmri_recon import helpers, runlog
+from fmri_recon.data import nsd
+from fmri_recon.targets import lowlevel
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

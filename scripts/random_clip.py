@@ -2,7 +2,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
-from fmri_recon import clip_targets, runlog
+from fmri_recon import runlog
+from fmri_recon.targets import clip_targets
 
 log = runlog.setup(snakemake.log[0])
 clip_targets.save_random_clip(snakemake.params.arch, snakemake.output[0], seed=snakemake.params.seed)

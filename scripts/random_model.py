@@ -2,7 +2,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
-from fmri_recon import runlog, weights
+from fmri_recon import runlog
+from fmri_recon.decode import weights
 
 log = runlog.setup(snakemake.log[0])
 kind, p, out = snakemake.wildcards.kind, snakemake.params, snakemake.output[0]

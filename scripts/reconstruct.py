@@ -8,9 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmri_recon import clip_targets, converter, helpers, images, nsd, reconstruct, runlog, train_data
-from fmri_recon.captions import GitCaptioner
-from fmri_recon.unclip import UnclipDecoder
+from fmri_recon import helpers, runlog
+from fmri_recon import resize
+from fmri_recon.data import nsd
+from fmri_recon.decode import converter, reconstruct
+from fmri_recon.targets import clip_targets
+from fmri_recon.train import dataset
+from fmri_recon.decode.captions import GitCaptioner
+from fmri_recon.decode.unclip import UnclipDecoder
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -20,7 +25,7 @@ device, dtype = helpers.resolve_device(p.device, dec["precision"])
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
 
 if p.kind == "experiment":                             # predictions from the brain
-    data = train_data.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets)
+    data = dataset.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets)
     model = reconstruct.brain_model(inp, p.model, data.subjects[0].num_voxels)
     emb = reconstruct.brain_embeddings(model, data.subjects[0].test_voxels, prior_steps=dec["prior_steps"],
                                        seed=dec["seed"], device=device)
@@ -47,7 +52,7 @@ def work(start, stop):
         decoded = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"],
                                  batch_size=dec["batch_size"])
         captions = git.caption(to_git(tokens).to(device), max_length=cap["max_length"])
-    return {"recons": images.to_output_size(decoded), "predcaptions": captions}
+    return {"recons": resize.to_output_size(decoded), "predcaptions": captions}
 
 
 chunks = helpers.chunked(len(split.test_images), dec["chunk"], progress, work)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-from fmri_recon import helpers, nsd, refine, runlog
+from fmri_recon import helpers, runlog
+from fmri_recon.data import nsd
+from fmri_recon.decode import refine
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

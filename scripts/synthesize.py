@@ -4,7 +4,8 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, installed or not
 import json
 
-from fmri_recon import runlog, synthetic
+from fmri_recon import runlog
+from fmri_recon.data import synthetic
 
 log = runlog.setup(snakemake.log[0])
 cfg = synthetic.SyntheticConfig(**json.loads(snakemake.params.synthetic))

@@ -5,7 +5,9 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, i
 import json
 
 
-from fmri_recon import clip_targets, nsd, runlog
+from fmri_recon import runlog
+from fmri_recon.data import nsd
+from fmri_recon.targets import clip_targets
 
 log = runlog.setup(snakemake.log[0])
 p = snakemake.params

@@ -6,7 +6,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, i
 import json
 from pathlib import Path
 
-from fmri_recon import distributed, helpers, runlog, train_job
+from fmri_recon import helpers, runlog
+from fmri_recon.train import distributed, job
 
 log = runlog.setup(snakemake.log[0])
 p, inp = snakemake.params, snakemake.input
@@ -18,11 +19,11 @@ spec = {"experiment": exp, "data_dir": p.data_dir, "targets": inp.targets,
         "device": p.device, "wandb": p.wandb, "out_dir": p.out_dir, "init": str(init) if init else None,
         "threads": snakemake.threads, "num_processes": snakemake.resources.gpu}
 if spec["num_processes"] == 1:
-    stats = train_job.run(spec)
+    stats = job.run(spec)
     log.info("finished: %s", json.dumps(stats["final"]))
 else:
     spec_file = Path(p.out_dir) / "job_spec.json"     # what every rank reads (kept: it says how the run was made)
     helpers.write_json(spec_file, spec)
     log.info("launching %d training processes (torchrun); their output follows", spec["num_processes"])
-    distributed.launch(["-m", "fmri_recon.train_job", str(spec_file)], spec["num_processes"],
+    distributed.launch(["-m", "fmri_recon.train.job", str(spec_file)], spec["num_processes"],
                        Path(snakemake.log[0]), snakemake.threads)

@@ -64,7 +64,7 @@ def write(root: Path, *, betas_name: str = "betas", betas_rows: int | None = Non
     torch.save([f"caption {i}" for i in test_ids], root / "evals/all_captions.pt")
     torch.save([f"git caption {i}" for i in test_ids], root / "evals/all_git_generated_captions.pt")
     if masks:
-        from fmri_recon.synthetic import write_masks
+        from fmri_recon.data.synthetic import write_masks
 
         write_masks(root / "brain_region_masks.hdf5", [SUBJECT], VOXELS)
     return {"test_ids": test_ids, "reps": reps, "behav": behav, "images": images}

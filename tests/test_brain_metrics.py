@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmri_recon.metrics import brain as B
-from fmri_recon.synthetic import write_masks
+from fmri_recon.evaluate.metrics import brain as B
+from fmri_recon.data.synthetic import write_masks
 
 SMALL = B.GNet8Config(input_size=67)      # feature maps 5x5 and 3x3 instead of 25x25 and 13x13
 

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from fmri_recon.metrics import captions as C
+from fmri_recon.evaluate.metrics import captions as C
 
 SAME = ["a man riding a brown horse along a sandy beach at sunset",
         "a plate of food with broccoli rice and grilled chicken on a wooden table"]
@@ -138,7 +138,7 @@ def test_the_random_clip_text_model_does_not_depend_on_the_global_rng():
     # caption CLIP score) would differ from run to run.
     import torch
 
-    from fmri_recon.evaluate import clip_text_model
+    from fmri_recon.evaluate.score import clip_text_model
 
     def params(global_seed):
         torch.manual_seed(global_seed)

@@ -128,8 +128,8 @@ ON_PURPOSE: dict = {}
 
 
 @pytest.mark.parametrize("cls, block", [("fmri_recon.models.BrainConfig", "model"),
-                                        ("fmri_recon.train.TrainConfig", "model"),
-                                        ("fmri_recon.synthetic.SyntheticConfig", "synthetic")])
+                                        ("fmri_recon.train.loop.TrainConfig", "model"),
+                                        ("fmri_recon.data.synthetic.SyntheticConfig", "synthetic")])
 def test_package_defaults_agree_with_the_schema(cls, block):
     module, name = cls.rsplit(".", 1)
     klass = getattr(__import__(module, fromlist=[name]), name)
@@ -150,7 +150,7 @@ def test_config_yaml_restates_no_schema_default():
 
 
 def test_train_config_refuses_unknown_keys():
-    from fmri_recon.train import TrainConfig
+    from fmri_recon.train.loop import TrainConfig
     with pytest.raises(ValueError, match="max_lrr"):
         TrainConfig.from_dict({"max_lrr": 1e-3})
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmri_recon import converter
+from fmri_recon.decode import converter
 
 
 def linear_pair(n=200, seed=0):

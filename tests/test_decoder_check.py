@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from fmri_recon import clip_targets, decoder_check
+from fmri_recon.evaluate import decoder_check
+from fmri_recon.targets import clip_targets
 
 # smooth images that differ from each other (low-resolution noise, upsampled)
 IMAGES = torch.nn.functional.interpolate(torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0)),

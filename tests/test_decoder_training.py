@@ -5,18 +5,19 @@ Whether the trained decoders reconstruct is tested on the shared demo run (test_
 import numpy as np
 import pytest
 
-from fmri_recon import decoder_training, nsd, synthetic, vae_training
+from fmri_recon.data import nsd, synthetic
+from fmri_recon.decode import tiny_decoders, tiny_vae
 
 
 def test_train_ids_leave_out_every_test_image():
-    got = vae_training.train_ids(np.array([7, 3, 5, 1, 9]), np.array([5, 9, 11]))
+    got = tiny_vae.train_ids(np.array([7, 3, 5, 1, 9]), np.array([5, 9, 11]))
     assert got.tolist() == [1, 3, 7]
     with pytest.raises(ValueError, match="no train images"):
-        vae_training.train_ids(np.array([5, 9]), np.array([5, 9]))
+        tiny_vae.train_ids(np.array([5, 9]), np.array([5, 9]))
 
 
 def test_batches_visit_every_image_once_per_epoch():
-    batches = list(vae_training.batches(10, 4, 5, np.random.default_rng(0)))    # 20 draws = 2 epochs
+    batches = list(tiny_vae.batches(10, 4, 5, np.random.default_rng(0)))    # 20 draws = 2 epochs
     assert [len(b) for b in batches] == [4] * 5
     drawn = np.concatenate(batches)
     assert sorted(drawn[:10]) == list(range(10)) and sorted(drawn[10:]) == list(range(10))
@@ -41,7 +42,7 @@ def tiny_data():
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    from fmri_recon.images import resize
+    from fmri_recon.resize import resize
 
     images = resize(torch.rand(8, 3, 4, 4, generator=gen), [32, 32])     # smooth images: learnt in a few steps
     return images, torch.randn(8, 4, 16, generator=gen), np.arange(8)
@@ -50,13 +51,13 @@ def tiny_data():
 def test_trained_unclip_learns_and_loads_as_a_decoder(tiny_data, tmp_path):
     import torch
 
-    from fmri_recon import weights
-    from fmri_recon.unclip import UnclipDecoder
+    from fmri_recon.decode import weights
+    from fmri_recon.decode.unclip import UnclipDecoder
 
     images, tokens, ids = tiny_data
     init = weights.build_tiny_unclip(tmp_path / "random", context_dim=16, seq_len=4,
-                                     vae_params=decoder_training.TRAINED_VAE, image_size=32)
-    report = decoder_training.train_unclip(init, tmp_path / "trained", images, tokens, ids, vae_steps=150,
+                                     vae_params=tiny_decoders.TRAINED_VAE, image_size=32)
+    report = tiny_decoders.train_unclip(init, tmp_path / "trained", images, tokens, ids, vae_steps=150,
                                            unet_steps=40, batch_size=4, lr=2e-3, drop_rate=0.1, seed=0)
     assert report["train_image_ids"] == list(range(8))
     assert report["vae"]["last_loss"] < 0.7 * report["vae"]["first_loss"], report["vae"]
@@ -84,17 +85,17 @@ def test_standardised_latent_channels_decode_as_before():
     import torch
     from diffusers import AutoencoderKL
 
-    from fmri_recon import weights
+    from fmri_recon.decode import weights
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(**weights.vae_config(decoder_training.TRAINED_VAE, 32)).eval()
+    vae = AutoencoderKL(**weights.vae_config(tiny_decoders.TRAINED_VAE, 32)).eval()
     x = 2 * torch.rand(6, 3, 32, 32) - 1
     with torch.no_grad():
         vae.quant_conv.bias[:4] += torch.tensor([3.0, -2.0, 0.5, 0.0])   # channels off-centre
         before = vae.decode(vae.encode(x).latent_dist.mode()).sample
-        vae_training.standardise_latent_channels(vae, vae_training.latent_modes(vae, x))
+        tiny_vae.standardise_latent_channels(vae, tiny_vae.latent_modes(vae, x))
         after = vae.decode(vae.encode(x).latent_dist.mode()).sample
-    modes = vae_training.latent_modes(vae, x)
+    modes = tiny_vae.latent_modes(vae, x)
     assert torch.allclose(before, after, atol=1e-4)
     assert torch.allclose(modes.mean((0, 2, 3)), torch.zeros(4), atol=1e-4)
     assert torch.allclose(modes.std((0, 2, 3)), torch.ones(4), atol=1e-4)
@@ -105,38 +106,38 @@ def test_content_timesteps_favour_high_noise():
     every step of the schedule reachable."""
     import torch
 
-    t = decoder_training._content_timesteps(200_000, 1000, torch.Generator().manual_seed(0))
+    t = tiny_decoders._content_timesteps(200_000, 1000, torch.Generator().manual_seed(0))
     assert t.min() >= 0 and t.max() == 999
     assert abs(float((t >= 500).float().mean()) - 0.75) < 0.01
 
 
 def test_trained_git_learns_its_captions(tiny_data, tmp_path):
-    from fmri_recon import weights
-    from fmri_recon.captions import GitCaptioner
+    from fmri_recon.decode import weights
+    from fmri_recon.decode.captions import GitCaptioner
 
     images, _, ids = tiny_data
     captions = [synthetic.SOURCES[i % 2][1] for i in range(8)]
     init = weights.build_tiny_git(tmp_path / "random")
-    report = decoder_training.train_git(init, tmp_path / "trained", images, captions, ids, steps=60, batch_size=8,
+    report = tiny_decoders.train_git(init, tmp_path / "trained", images, captions, ids, steps=60, batch_size=8,
                                         lr=3e-3, seed=0)
     assert report["git"]["last_loss"] < 0.5 * report["git"]["first_loss"], report["git"]
     git = GitCaptioner.from_pretrained(tmp_path / "trained")
     got = git.caption(git.image_features(images[:2]), max_length=20)
     assert set(got) <= set(captions), got                      # it says the captions it learnt, and stops
     with pytest.raises(ValueError, match="not in GIT's vocabulary"):
-        decoder_training.train_git(init, tmp_path / "bad", images, ["a zyzzyva"] * 8, ids, steps=1, batch_size=8,
+        tiny_decoders.train_git(init, tmp_path / "bad", images, ["a zyzzyva"] * 8, ids, steps=1, batch_size=8,
                                    lr=1e-3, seed=0)
 
 
 def test_trained_sdxl_learns_and_refines(tiny_data, tmp_path):
-    from fmri_recon import refine, weights
+    from fmri_recon.decode import refine, weights
 
     images, _, ids = tiny_data
     captions = [synthetic.SOURCES[i % 2][1] for i in range(8)]
     init = weights.build_tiny_sdxl_img2img(tmp_path / "random")
-    report = decoder_training.train_sdxl(init, init / "vae", tmp_path / "trained", images, captions, ids, size=64,
+    report = tiny_decoders.train_sdxl(init, init / "vae", tmp_path / "trained", images, captions, ids, size=64,
                                          steps=30, batch_size=8, lr=2e-3, drop_rate=0.1, seed=0)
-    assert report["max_timestep"] == decoder_training.REFINE_MAX_T < 1000
+    assert report["max_timestep"] == tiny_decoders.REFINE_MAX_T < 1000
     assert report["unet"]["last_loss"] < report["unet"]["first_loss"], report["unet"]
     pipe = refine.load_pipeline(tmp_path / "trained")
     out = refine.refine(pipe, images[:2], captions[:2], steps=25, guidance=5.0, size=64, seed=0, batch_size=2)
@@ -148,17 +149,17 @@ def test_output_range_fold_is_affine_and_undone_by_its_inverse():
     import torch
     from diffusers import AutoencoderKL
 
-    from fmri_recon import weights
+    from fmri_recon.decode import weights
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(**weights.vae_config(decoder_training.TRAINED_VAE, 32)).eval()
+    vae = AutoencoderKL(**weights.vae_config(tiny_decoders.TRAINED_VAE, 32)).eval()
     z = torch.randn(2, 4, 8, 8)
-    scale, shift = decoder_training.UNCLIP_FROM_SDXL
+    scale, shift = tiny_decoders.UNCLIP_FROM_SDXL
     with torch.no_grad():
         y = vae.decode(z).sample
-        decoder_training.fold_output_range(vae, scale, shift)
+        tiny_decoders.fold_output_range(vae, scale, shift)
         folded = vae.decode(z).sample
-        decoder_training.fold_output_range(vae, 1 / scale, -shift / scale)
+        tiny_decoders.fold_output_range(vae, 1 / scale, -shift / scale)
         back = vae.decode(z).sample
     assert torch.allclose(folded, scale * y + shift, atol=1e-5)
     assert torch.allclose((folded * 0.8 + 0.2), (y + 1) / 2, atol=1e-5)     # the unCLIP output is SD-XL's image
@@ -173,5 +174,5 @@ def test_x0_weighted_loss_by_hand():
     acp, eps = torch.tensor([0.5, 0.25]), torch.zeros(2, 1, 2, 2)
     first, second = eps.clone(), eps.clone()
     first[0], second[1] = 1.0, 1.0
-    assert float(decoder_training._x0_weighted_mse(first, eps, acp)) == pytest.approx(1 / 3)
-    assert float(decoder_training._x0_weighted_mse(second, eps, acp)) == pytest.approx(2 / 3)
+    assert float(tiny_decoders._x0_weighted_mse(first, eps, acp)) == pytest.approx(1 / 3)
+    assert float(tiny_decoders._x0_weighted_mse(second, eps, acp)) == pytest.approx(2 / 3)

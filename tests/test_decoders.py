@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fmri_recon import weights
-from fmri_recon.captions import GitCaptioner
-from fmri_recon.refine import UPSTREAM_NEGATIVE, UPSTREAM_STRENGTH, load_pipeline, refine
-from fmri_recon.unclip import TIME_IDS, UnclipDecoder, _scheduler, sgm_timesteps
+from fmri_recon.decode import weights
+from fmri_recon.decode.captions import GitCaptioner
+from fmri_recon.decode.refine import UPSTREAM_NEGATIVE, UPSTREAM_STRENGTH, load_pipeline, refine
+from fmri_recon.decode.unclip import TIME_IDS, UnclipDecoder, _scheduler, sgm_timesteps
 
 SEQ, DIM = 8, 24            # tiny bigG-like token grid
 FAST = dict(num_steps=4, guidance=5.0, batch_size=2)
@@ -410,11 +410,11 @@ def test_refine(pipe, monkeypatch):
 
 def test_refined_images_are_resized_as_upstream_and_the_metrics_do():
     """768 -> 256 without antialiasing (torchvision 0.16's tensor Resize), the same as reconstruct
-    and the evaluation: one helper, fmri_recon.images."""
+    and the evaluation: one helper, fmri_recon.resize."""
     from types import SimpleNamespace
 
-    from fmri_recon import images
-    from fmri_recon.metrics.image import resize_256
+    from fmri_recon import resize
+    from fmri_recon.evaluate.metrics.image import resize_256
 
     stripes = torch.zeros(1, 3, 768, 768)
     stripes[..., ::2] = 1.0                                   # antialiasing would average them to grey
@@ -426,7 +426,7 @@ def test_refined_images_are_resized_as_upstream_and_the_metrics_do():
 
     out = refine(fake_pipe, torch.rand(1, 3, 256, 256), ["x"], **REFINE, size=768, seed=0)
     assert seen[0].shape == (1, 3, 768, 768)
-    torch.testing.assert_close(out, images.to_output_size(stripes))
+    torch.testing.assert_close(out, resize.to_output_size(stripes))
     torch.testing.assert_close(out, resize_256(stripes))
     smooth = torch.nn.functional.interpolate(stripes, size=(256, 256), mode="bilinear", antialias=True)
     assert (out - smooth).abs().max() > 0.3

@@ -9,7 +9,8 @@ import yaml
 
 from conftest import DEMO, DEMO_TEST_IMAGES as N, REPO
 from conftest import snakemake
-from fmri_recon import nsd, pictures
+from fmri_recon.data import nsd
+from fmri_recon.evaluate import figures
 
 pytestmark = pytest.mark.e2e
 EXPERIMENTS = ("lite_bigG", "blurry_bigG")                       # the README demo's
@@ -98,11 +99,11 @@ def test_pictures_and_report(demo_run):
     # the refined images, and for the blurry experiment the blend its enhanced row scores
     columns = {"lite_bigG": 3, "blurry_bigG": 5, "upper_bound_bigG": 2}
     for name, n in columns.items():
-        assert png_size(run / f"evals/{name}/{name}_grid.png") == pictures.grid_size(8, n), name
+        assert png_size(run / f"evals/{name}/{name}_grid.png") == figures.grid_size(8, n), name
     # the overview: ground truth, the upper bound, lite (recon, refined), blurry (recon, blurry, refined, blend)
     rows = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())[
         "properties"]["evaluate"]["properties"]["overview_rows"]["default"]
-    assert png_size(run / "tables/overview.png") == pictures.grid_size(rows, 8, True, pictures.SMALL_CELL_PX, 2)
+    assert png_size(run / "tables/overview.png") == figures.grid_size(rows, 8, True, figures.SMALL_CELL_PX, 2)
     snakemake(run, "--report", "report.html", configs=(DEMO,))
     html = (run / "report.html").read_text(errors="replace")
     assert "metrics.csv" in html and "loss_curve.png" in html

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmri_recon import checkpoint
+from fmri_recon.train import checkpoint
 
 JOB = Path(__file__).parent / "train_job.py"
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from conftest import DEMO, snakemake
-from fmri_recon import evaluate, nsd, tables
-from fmri_recon.clip_targets import TargetCache
-from fmri_recon.vae_training import TRAINING_JSON
-from fmri_recon.metrics import captions as caption_metrics
-from fmri_recon.metrics import image as image_metrics
+from fmri_recon.data import nsd
+from fmri_recon.evaluate import score, tables
+from fmri_recon.targets.clip_targets import TargetCache
+from fmri_recon.decode.tiny_vae import TRAINING_JSON
+from fmri_recon.evaluate.metrics import captions as caption_metrics
+from fmri_recon.evaluate.metrics import image as image_metrics
 
 pytestmark = pytest.mark.e2e
 # brain experiment: its space's upper bound (the same decoder fed the ground-truth tokens)
@@ -47,14 +48,14 @@ def run(demo_run):
 def chance(run) -> dict:
     """{name: {metric: chance}}: each row's reconstructions scored exactly as evaluate scores them,
     against another test image's ground truth; its captions against every other image's caption."""
-    gt = evaluate.load_pt(run / "data" / nsd.EVAL_IMAGES).float()
-    coco = [str(c) for c in evaluate.load_pt(run / "data" / nsd.EVAL_CAPTIONS)]
+    gt = score.load_pt(run / "data" / nsd.EVAL_IMAGES).float()
+    coco = [str(c) for c in score.load_pt(run / "data" / nsd.EVAL_CAPTIONS)]
     alexnet = {TWO_WAY: image_metrics.build_feature_model(TWO_WAY, None, seed=0)}   # evaluate's random net
     out = {}
     for name in [*PAIRS, *set(PAIRS.values())]:
-        recons = evaluate.load_pt(run / f"evals/{name}/{name}_all_recons.pt").float()
+        recons = score.load_pt(run / f"evals/{name}/{name}_all_recons.pt").float()
         scores = image_metrics.image_metrics(gt[others(len(gt))], recons, alexnet)
-        pred = [str(c) for c in evaluate.load_pt(run / f"evals/{name}/{name}_all_predcaptions.pt")]
+        pred = [str(c) for c in score.load_pt(run / f"evals/{name}/{name}_all_predcaptions.pt")]
         meteor = np.mean([caption_metrics.meteor([pred[i]] * (len(coco) - 1), coco[:i] + coco[i + 1:])
                           for i in range(len(coco))])
         out[name] = {"pixcorr": scores["pixcorr"], "ssim": scores["ssim"], TWO_WAY: scores[TWO_WAY],
@@ -129,14 +130,14 @@ def test_no_test_image_enters_a_decoder_training(run):
 def decoding(run):
     """The demo's trained decoder, the ground truth of 24 test images and their bigG tokens, and
     ``identification(tokens, guidance)``: the decoded images and their pixel two-way identification."""
-    from fmri_recon.unclip import UnclipDecoder
+    from fmri_recon.decode.unclip import UnclipDecoder
 
     torch.set_num_threads(2)
     split = nsd.open_split(run / "data", 1, 1)
     ids = split.test_images[:24]
     cache = TargetCache(run / "cache/clip_targets/bigG.hdf5")
     tokens = torch.from_numpy(cache.get(ids)).float()
-    gt = evaluate.load_pt(run / "data" / nsd.EVAL_IMAGES)[:24].float()
+    gt = score.load_pt(run / "data" / nsd.EVAL_IMAGES)[:24].float()
     decoder = UnclipDecoder.from_pretrained(run / "weights/trained/unclip")
 
     def identification(tokens, guidance=5.0):
@@ -150,7 +151,7 @@ DECODE = {"num_steps": 20, "batch_size": 24}
 
 
 def pixel_identification(gt, images):
-    from fmri_recon.images import resize
+    from fmri_recon.resize import resize
 
     return image_metrics.two_way_identification(resize(gt, [32, 32]).flatten(1), resize(images, [32, 32]).flatten(1))
 
@@ -173,9 +174,10 @@ def test_guidance_zero_ignores_the_tokens(decoding):
 
 def test_decoder_prefers_its_own_token_space(run, decoding):
     """The same images' tokens of the other space (before ln_post) decode worse, scored as
-    check_decoder scores them (fmri_recon.decoder_check) on 24 images; check_decoder's own verdict
+    check_decoder scores them (fmri_recon.evaluate.decoder_check) on 24 images; check_decoder's own verdict
     on its 8 does not name the wrong space."""
-    from fmri_recon import clip_targets, decoder_check
+    from fmri_recon.evaluate import decoder_check
+    from fmri_recon.targets import clip_targets
 
     attrs = decoding.cache.attrs
     visual = clip_targets.load_vision(attrs["arch"], run / "weights/random/open_clip/bigG.safetensors", "cpu",
@@ -192,7 +194,7 @@ def test_decoder_prefers_its_own_token_space(run, decoding):
 def test_refinement_keeps_the_content(run):
     """Refinement at upstream's strength keeps what the reconstruction shows: the refined images
     stay close to their reconstructions (not replaced by noise)."""
-    recons = evaluate.load_pt(run / "evals/lite_bigG/lite_bigG_all_recons.pt").float()
-    refined = evaluate.load_pt(run / "evals/lite_bigG/lite_bigG_all_enhancedrecons.pt").float()
+    recons = score.load_pt(run / "evals/lite_bigG/lite_bigG_all_recons.pt").float()
+    refined = score.load_pt(run / "evals/lite_bigG/lite_bigG_all_enhancedrecons.pt").float()
     assert image_metrics.pixcorr(recons, refined) > 0.5
     assert image_metrics.pixcorr(recons, refined) > image_metrics.pixcorr(recons, refined[others(len(refined))]) + 0.2

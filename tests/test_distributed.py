@@ -1,4 +1,4 @@
-"""Training in several processes (torchrun, gloo on the CPU), through fmri_recon.distributed.launch
+"""Training in several processes (torchrun, gloo on the CPU), through fmri_recon.train.distributed.launch
 as rule train runs it: 2 processes train the same model as 1 at the same global batch; DeepSpeed
 ZeRO-2 trains and resumes in 2; a rank that dies fails the job quickly and the rerun resumes."""
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmri_recon import checkpoint, distributed
+from fmri_recon.train import checkpoint, distributed
 
 JOB = Path(__file__).parent / "train_job.py"
 LOSSES = ("train_loss_total", "train_loss_prior", "train_loss_clip", "val_loss_clip")
@@ -59,8 +59,8 @@ def test_two_processes_train_the_model_one_process_trains(ddp):
 
 def test_only_rank_zero_writes_and_logs(ddp):
     root, said = ddp
-    assert "rank 1 INFO fmri_recon.train: training" in said and "rank 1 INFO fmri_recon.train: epoch" not in said
-    assert "rank 0 INFO fmri_recon.train: epoch 3:" in said
+    assert "rank 1 INFO fmri_recon.train.loop: training" in said and "rank 1 INFO fmri_recon.train.loop: epoch" not in said
+    assert "rank 0 INFO fmri_recon.train.loop: epoch 3:" in said
     assert len((root / "two/log.csv").read_text().splitlines()) == 4
     assert json.loads((root / "two/train_stats.json").read_text())["epochs"] == 3
 
@@ -98,8 +98,8 @@ def test_a_killed_rank_fails_the_job_quickly_and_the_rerun_resumes(tmp_path):
 def test_a_batch_the_processes_cannot_share_is_refused_before_training(tmp_path):
     from test_train import fake_data, tiny_cfg, tiny_tc
 
-    from fmri_recon import train
+    from fmri_recon.train import loop
 
     with pytest.raises(ValueError, match=r"batch_size 8 \(4 x 2 subjects, grad_accum 1\).*num_processes 3"):
-        train.run(fake_data(voxels=(30, 24)), tiny_cfg(voxels=(30, 24)), tiny_tc(num_processes=3), tmp_path, {})
+        loop.run(fake_data(voxels=(30, 24)), tiny_cfg(voxels=(30, 24)), tiny_tc(num_processes=3), tmp_path, {})
     assert not any(tmp_path.iterdir())

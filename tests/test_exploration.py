@@ -6,7 +6,8 @@ import statistics
 import pytest
 
 from conftest import DEMO_TEST_IMAGES as N
-from fmri_recon import costs, tables
+from fmri_recon.evaluate import tables
+from fmri_recon.explore import costs
 
 pytestmark = pytest.mark.e2e
 GROUPS = {"vitb32_num_sessions~1": ["seed_vitb32", "vitb32_num_sessions~1_seed~7"],

@@ -1,4 +1,4 @@
-"""Tests of fmri_recon.hub against a fake hub on 127.0.0.1 (tests/hub_server.py).
+"""Tests of fmri_recon.data.hub against a fake hub on 127.0.0.1 (tests/hub_server.py).
 
 The REAL huggingface_hub code path is used: ``download_file`` reads ``HF_ENDPOINT``
 at call time and passes it to huggingface_hub as ``endpoint=``, so setting the env var
@@ -28,7 +28,7 @@ from huggingface_hub import constants  # noqa: E402
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError  # noqa: E402
 from huggingface_hub.errors import RemoteEntryNotFoundError  # noqa: E402
 
-from fmri_recon.hub import HubDownloadError, download_file, sha256_file  # noqa: E402
+from fmri_recon.data.hub import HubDownloadError, download_file, sha256_file  # noqa: E402
 from hub_server import FakeHub  # noqa: E402
 
 REPO = "pscotti/mindeyev2"
@@ -109,7 +109,7 @@ def _files(root: Path) -> set[str]:
 
 
 def test_downloads_nested_file_to_same_relative_path(hub, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="fmri_recon.hub")
+    caplog.set_level(logging.INFO, logger="fmri_recon.data.hub")
     local = tmp_path / "data"
     path = download_file(REPO, SHARD, local)
 
@@ -135,7 +135,7 @@ def test_relative_local_dir(hub, tmp_path, monkeypatch):
 
 
 def test_non_lfs_file_size_checked_and_token_from_env(hub, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="fmri_recon.hub")
+    caplog.set_level(logging.INFO, logger="fmri_recon.data.hub")
     hub.non_lfs.add("README.md")
     hub.require_token = "hf_secret"
     monkeypatch.setenv("HF_TOKEN", "hf_secret")  # token=None -> $HF_TOKEN

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from fmri_recon import checkpoint, losses, lowlevel, nsd, train
-from fmri_recon.clip_targets import TargetCache
-from fmri_recon.train_data import ImagesInMemory, ImagesOnDisk, LowLevelData
+from fmri_recon.data import nsd
+from fmri_recon.targets import lowlevel
+from fmri_recon.train import checkpoint, loop, losses
+from fmri_recon.targets.clip_targets import TargetCache
+from fmri_recon.train.dataset import ImagesInMemory, ImagesOnDisk, LowLevelData
 
 from test_train import fake_data, tiny_cfg, tiny_tc
 
@@ -37,7 +39,7 @@ def test_teacher_round_trips_through_the_vicregl_layout(weights, tmp_path, caplo
     # VICRegL's file holds heads the teacher does not use: ignored and named, as upstream does.
     extra = dict(keys, **{"module.projector.0.weight": torch.zeros(3)})
     torch.save({"model": extra}, tmp_path / "extra.pth")
-    with caplog.at_level(logging.WARNING, logger="fmri_recon.lowlevel"):
+    with caplog.at_level(logging.WARNING, logger="fmri_recon.targets.lowlevel"):
         again = lowlevel.load_teacher(tmp_path / "extra.pth", tiny=True)
     assert "projector.0.weight" in caplog.text
     torch.testing.assert_close(again(x), teacher(x), rtol=0, atol=0)
@@ -127,7 +129,7 @@ def test_blurry_branch_fits_its_targets(weights, tmp_path):
     """Optimisation works on both low-level losses (generalisation to test images needs more
     data than a unit test has: the demo workflow checks it, test_decoding_workflow)."""
     data, teacher = blurry_data(weights)
-    stats = train.run(data, tiny_cfg(blurry_recon=True), tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=3e-3),
+    stats = loop.run(data, tiny_cfg(blurry_recon=True), tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=3e-3),
                       tmp_path, {"subjects": [1]}, teacher=teacher)
     history = checkpoint.read(tmp_path / "last.pth")["history"]
     assert history[-1]["train_loss_blur_l1"] < 0.6 * history[0]["train_loss_blur_l1"]
@@ -140,9 +142,9 @@ def test_blurry_branch_fits_its_targets(weights, tmp_path):
 def test_blurry_run_resumes_to_the_same_weights(weights, tmp_path):
     data, teacher = blurry_data(weights)
     cfg, tc = tiny_cfg(blurry_recon=True), tiny_tc(num_epochs=4, ckpt_interval=2)
-    train.run(data, cfg, tc, tmp_path / "straight", {"subjects": [1]}, teacher=teacher)
-    train.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, stop_after=2, teacher=teacher)
-    train.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, teacher=teacher)
+    loop.run(data, cfg, tc, tmp_path / "straight", {"subjects": [1]}, teacher=teacher)
+    loop.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, stop_after=2, teacher=teacher)
+    loop.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, teacher=teacher)
     a, b = checkpoint.read(tmp_path / "straight/last.pth"), checkpoint.read(tmp_path / "split/last.pth")
     for k, v in a["model_state_dict"].items():
         assert torch.equal(v, b["model_state_dict"][k]), k
@@ -150,12 +152,12 @@ def test_blurry_run_resumes_to_the_same_weights(weights, tmp_path):
 
 def test_blurry_branch_needs_its_targets(tmp_path):
     with pytest.raises(ValueError, match="blurry_recon: true needs the low-level targets"):
-        train.run(fake_data(), tiny_cfg(blurry_recon=True), tiny_tc(), tmp_path, {"subjects": [1]})
+        loop.run(fake_data(), tiny_cfg(blurry_recon=True), tiny_tc(), tmp_path, {"subjects": [1]})
 
 
 # --------------------------------------------------------------------------- decoding and scoring
 def test_blurry_recons_decode_the_latents_averaged_over_repeats(weights):
-    from fmri_recon import reconstruct
+    from fmri_recon.decode import reconstruct
     from fmri_recon.models import MindEyeModel
 
     torch.manual_seed(0)
@@ -174,7 +176,7 @@ def test_blurry_recons_decode_the_latents_averaged_over_repeats(weights):
 
 
 def test_enhanced_images_are_scored_blended_three_to_one():
-    from fmri_recon.evaluate import blend_blurry
+    from fmri_recon.evaluate.score import blend_blurry
 
     enhanced, blurry = torch.full((2, 3, 256, 256), 0.8), torch.full((2, 3, 256, 256), 0.4)
     torch.testing.assert_close(blend_blurry(enhanced, blurry, 0.75), torch.full((2, 3, 256, 256), 0.7))

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fmri_recon.metrics import image as M
-import fmri_recon.metrics.retrieval as R
+from fmri_recon.evaluate.metrics import image as M
+import fmri_recon.evaluate.metrics.retrieval as R
 
 
 def smooth_images(n, size=64, seed=0):
@@ -331,23 +331,23 @@ def test_evaluate_scores_against_the_cached_ground_truth_features(tmp_path):
     another number of images is refused, naming it."""
     from safetensors.torch import save_file
 
-    from fmri_recon import evaluate
+    from fmri_recon.evaluate import score
 
     def clip(z):
         return z[:, :, ::16, ::16].flatten(1)
     gt, rec, other = (smooth_images(6, size=32, seed=s) for s in (1, 2, 3))
     models = {"clip": clip}
     path = tmp_path / "gt.safetensors"
-    save_file(evaluate.ground_truth_features(gt, models), str(path))
-    cached = evaluate.read_ground_truth_features(path, len(gt))
-    inline, _ = evaluate.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models)
-    scored, _ = evaluate.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models, gt_features=cached)
+    save_file(score.ground_truth_features(gt, models), str(path))
+    cached = score.read_ground_truth_features(path, len(gt))
+    inline, _ = score.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models)
+    scored, _ = score.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models, gt_features=cached)
     assert scored == inline and inline["recon"]["clip"] == 1.0
-    wrong, _ = evaluate.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models,
-                                     gt_features=evaluate.ground_truth_features(other, models))
+    wrong, _ = score.score_images({"recon": gt * 0.5 + rec * 0.5}, gt, models,
+                                     gt_features=score.ground_truth_features(other, models))
     assert wrong["recon"]["clip"] < 1.0
     with pytest.raises(ValueError, match=r"gt.safetensors: features of \{'clip': 6\} images, the ground truth has 5"):
-        evaluate.read_ground_truth_features(path, 5)
+        score.read_ground_truth_features(path, 5)
 
 
 # --------------------------------------------------------------------------- confidence intervals

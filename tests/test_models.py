@@ -197,8 +197,8 @@ def test_repeat_averaged_predictions_are_hubs_unless_the_mean_is_excluded():
     """The mechanism behind the demo's 0.08 image->brain retrieval, by hand: targets share one
     dominant direction; averaging three repeats shrinks a prediction's noise but not its shared
     part, so the best-averaged prediction is nearest to every image. Excluding the direction fixes it."""
-    from fmri_recon.losses import flat_normalise
-    from fmri_recon.metrics.retrieval import topk_matches
+    from fmri_recon.train.losses import flat_normalise
+    from fmri_recon.evaluate.metrics.retrieval import topk_matches
 
     g = torch.Generator().manual_seed(0)
     n, d = 40, 400

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import foreign_dataset
-from fmri_recon import nsd
+from fmri_recon.data import nsd
 
 
 def test_paths_are_the_hub_layout():

@@ -7,8 +7,12 @@ import pytest
 import torch
 
 import upstream_files as up
-from fmri_recon import checkpoint, converter, evaluate, lowlevel, nsd, released, train
-from fmri_recon.metrics import brain as B
+from fmri_recon.data import nsd, released
+from fmri_recon.decode import converter
+from fmri_recon.evaluate import score
+from fmri_recon.targets import lowlevel
+from fmri_recon.train import checkpoint, loop
+from fmri_recon.evaluate.metrics import brain as B
 from fmri_recon.models import BrainConfig, MindEyeModel
 
 CAPTIONS = ["a man riding a wave on top of a surfboard", "two giraffes standing in a field", "a plate of food"]
@@ -38,8 +42,8 @@ def test_released_outputs_load_as_evaluate_reads_them(tmp_path):
     up.save(recons, folder / "final_subj01_pretrained_1sess_24bs_all_recons.pt")
     up.captions_file(folder / "final_subj01_pretrained_1sess_24bs_all_predcaptions.pt", CAPTIONS)
     up.save(torch.rand(3, 3, 224, 224), tmp_path / "evals/all_images.pt")
-    assert torch.equal(evaluate.load_pt(folder / "final_subj01_pretrained_1sess_24bs_all_recons.pt"), recons)
-    assert [str(c) for c in evaluate.load_pt(folder / "final_subj01_pretrained_1sess_24bs_all_predcaptions.pt")] \
+    assert torch.equal(score.load_pt(folder / "final_subj01_pretrained_1sess_24bs_all_recons.pt"), recons)
+    assert [str(c) for c in score.load_pt(folder / "final_subj01_pretrained_1sess_24bs_all_predcaptions.pt")] \
         == CAPTIONS
     assert nsd.load_eval(tmp_path, nsd.EVAL_IMAGES).shape == (3, 3, 224, 224)
 
@@ -48,13 +52,13 @@ def test_released_outputs_load_as_evaluate_reads_them(tmp_path):
 def test_torch21_last_pth_fine_tunes_and_evaluates_with_exactly_its_weights(tmp_path, caplog):
     src, cfg = tiny_model(seed=1)
     path = up.last_pth(tmp_path / "last.pth", src)
-    with caplog.at_level(logging.INFO, logger="fmri_recon.released"):
+    with caplog.at_level(logging.INFO, logger="fmri_recon.data.released"):
         model = checkpoint.load_released(path, cfg)              # checkpoint: (evaluate only)
     assert "torch.optim.lr_scheduler.OneCycleLR" in caplog.text   # left unread, and said so
     for k, v in src.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     tuned, _ = tiny_model(seed=2, voxels=30)                      # init_from: another subject's voxels
-    train.init_from_pretrained(tuned, path)
+    loop.init_from_pretrained(tuned, path)
     assert torch.equal(tuned.state_dict()["backbone.backbone_linear.weight"],
                        src.state_dict()["backbone.backbone_linear.weight"])
     assert torch.equal(tuned.state_dict()["ridge.linears.0.bias"], src.state_dict()["ridge.linears.0.bias"])
@@ -87,7 +91,7 @@ def test_lightning_unclip_checkpoint_converts_without_omegaconf(tmp_path):
     from diffusers import UNet2DConditionModel
     from test_decoders import SEQ, SGM_UNET, SGM_VAE, _sgm_checkpoint
 
-    from fmri_recon import weights
+    from fmri_recon.decode import weights
 
     state, usd, _ = _sgm_checkpoint(tmp_path)
     path = up.lightning_ckpt(tmp_path / "unclip6_epoch0_step110000.ckpt", state)
@@ -143,7 +147,7 @@ def test_numpy_arrays_and_scalars_of_both_numpy_names_load_without_placeholders(
     obj = {"f": np.float64(1.5), "i": np.int64(3), "a": np.arange(4, dtype=np.float32), "s": np.array(CAPTIONS)}
     for numpy1 in (True, False):
         path = up.save(obj, tmp_path / f"np{numpy1}.pt", numpy1=numpy1)
-        with caplog.at_level(logging.INFO, logger="fmri_recon.released"):
+        with caplog.at_level(logging.INFO, logger="fmri_recon.data.released"):
             got = released.load(path)
         assert "placeholders" not in caplog.text          # weights-only, no inert fallback
         assert got["f"] == 1.5 and got["i"] == 3 and list(got["s"]) == CAPTIONS

@@ -14,7 +14,9 @@ import torch
 
 import foreign_dataset
 from conftest import REPO, snakemake
-from fmri_recon import nsd, reconstruct, train_data
+from fmri_recon.data import nsd
+from fmri_recon.decode import reconstruct
+from fmri_recon.train import dataset
 from fmri_recon.models import BrainConfig, MindEyeModel
 from hub_server import FakeHub
 from test_workflow import foreign_config
@@ -92,7 +94,7 @@ def test_released_model_and_outputs_come_from_the_hub(tmp_path):
     model = MindEyeModel(BrainConfig(num_voxels=[foreign_dataset.VOXELS], clip_seq_dim=256, clip_emb_dim=64,
                                      **{k: MODEL[k] for k in ARCH}))
     model.load_state_dict(released, strict=True)
-    voxels = train_data.load(data, [foreign_dataset.SUBJECT], 1, True, run / "cache/clip_targets/bigG.hdf5")
+    voxels = dataset.load(data, [foreign_dataset.SUBJECT], 1, True, run / "cache/clip_targets/bigG.hdf5")
     want = reconstruct.brain_embeddings(model, voxels.subjects[0].test_voxels, prior_steps=2, seed=0)["clipvoxels"]
     got = nsd.load_eval(run / "evals/released", "released_all_clipvoxels.pt").float()
     assert torch.allclose(got, want, atol=2e-3, rtol=1e-2), (got - want).abs().max()

@@ -3,7 +3,9 @@ import math
 
 import pytest
 
-from fmri_recon import costs, pictures, results, runlog, tables
+from fmri_recon import runlog
+from fmri_recon.evaluate import tables
+from fmri_recon.explore import charts, costs, results
 
 BENCH = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -72,6 +74,6 @@ def test_page_and_charts_are_made_from_the_rows(tmp_path):
     text = results.page(rows, groups, {"Pareto": "pareto.png"})
     assert "0.123 ± 0.045" in text and "![Pareto](pareto.png)" in text and "| s | num_sessions=1 |" in text
     assert [r["stage"] for r in results.final_rows(rows)] == ["enhanced"]
-    for draw in (lambda p: pictures.pareto_chart(rows, p), lambda p: pictures.learning_curve(groups, p)):
+    for draw in (lambda p: charts.pareto_chart(rows, p), lambda p: charts.learning_curve(groups, p)):
         path = draw(tmp_path / "x.png")
         assert path.read_bytes()[:4] == b"\x89PNG"

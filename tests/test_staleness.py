@@ -156,10 +156,10 @@ def test_editing_any_package_module_reruns_exactly_the_stages_that_import_it(dem
     assert len(results) == len(modules) >= 30
     # the cases a reviewer checks by hand
     by_module = {m: got for m, got, _ in results}
-    assert by_module["fmri_recon/weights.py"] >= {"train_decoder", "reconstruct", "refine", "evaluate"}
-    assert "train" not in by_module["fmri_recon/refine.py"]
+    assert by_module["fmri_recon/decode/weights.py"] >= {"train_decoder", "reconstruct", "refine", "evaluate"}
+    assert "train" not in by_module["fmri_recon/decode/refine.py"]
     assert by_module["fmri_recon/helpers.py"] >= {"synthesize", "train", "evaluate"}
-    metric_modules = [m for m in by_module if m.startswith("fmri_recon/metrics/")]
+    metric_modules = [m for m in by_module if m.startswith("fmri_recon/evaluate/metrics/")]
     assert len(metric_modules) >= 4 and not any("train" in by_module[m] for m in metric_modules)
     assert all("evaluate" in by_module[m] for m in metric_modules)     # a metric edit rescores, never retrains
     assert stale_rules(copies[0], demo_run) == set()                          # restored: nothing stale

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fmri_recon import nsd, synthetic
+from fmri_recon.data import nsd, synthetic
 
 CFG = synthetic.SyntheticConfig(seed=1, subjects=[1, 2], num_voxels=[200, 150], num_sessions=2,
                                 trials_per_session=120, num_images=160, num_test_images=20, noise=0.5)

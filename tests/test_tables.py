@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from fmri_recon import pictures, tables
+from fmri_recon.evaluate import figures, tables
+from fmri_recon.explore import charts
 
 IMAGE = {"pixcorr": 0.2, "ssim": 0.4, "alexnet2": 0.8, "alexnet5": 0.9, "inception": 0.7, "clip": 0.75,
          "efficientnet": 0.85, "swav": 0.5}
@@ -88,7 +89,7 @@ def test_bar_chart_is_a_png_of_the_expected_size(tmp_path):
     a = tables.write_table(rows_of("one_session"), tmp_path / "a.csv")
     b = tables.write_table(rows_of("no_refine", stages=("recon",)), tmp_path / "b.csv")
     merged = tables.merge_tables([a, b], tmp_path / "metrics.csv")
-    out = pictures.metrics_bar_chart(merged, tmp_path / "bars.png")
+    out = charts.metrics_bar_chart(merged, tmp_path / "bars.png")
     assert png_size(out) == (1000, 450)
     from PIL import Image
     with Image.open(out) as im:
@@ -99,11 +100,11 @@ def test_grid_png_size_and_content(tmp_path):
     g = torch.Generator().manual_seed(0)
     gt, recon, enh = (torch.rand(5, 3, 32, 32, generator=g) for _ in range(3))
     caps = ["a man riding a horse on a sandy beach at sunset, seen from far away"] * 5
-    out = pictures.grid_png([("ground truth", gt), ("recon", recon), ("enhanced", enh)], caps, tmp_path / "grid.png", n=4)
-    assert png_size(out) == pictures.grid_size(4) == (3 * 128 + 256, 4 * 128 + 24)
-    out2 = pictures.grid_png([("ground truth", gt), ("recon", recon)], None, tmp_path / "grid2.png", n=8)   # n capped at 5
-    assert png_size(out2) == pictures.grid_size(5, n_columns=2, with_captions=False)
-    small = pictures.grid_png([("a", gt)] * 7, caps, tmp_path / "grid3.png", n=3, cell_px=64)
+    out = figures.grid_png([("ground truth", gt), ("recon", recon), ("enhanced", enh)], caps, tmp_path / "grid.png", n=4)
+    assert png_size(out) == figures.grid_size(4) == (3 * 128 + 256, 4 * 128 + 24)
+    out2 = figures.grid_png([("ground truth", gt), ("recon", recon)], None, tmp_path / "grid2.png", n=8)   # n capped at 5
+    assert png_size(out2) == figures.grid_size(5, n_columns=2, with_captions=False)
+    small = figures.grid_png([("a", gt)] * 7, caps, tmp_path / "grid3.png", n=3, cell_px=64)
     assert png_size(small) == (7 * 64 + 256, 3 * 64 + 24)
     from PIL import Image
     import numpy as np
@@ -114,18 +115,18 @@ def test_grid_png_size_and_content(tmp_path):
 
 
 def test_region_columns_follow_the_masks_file():
-    from fmri_recon.metrics.brain import REGIONS
+    from fmri_recon.evaluate.metrics.brain import REGIONS
 
     assert [c[len("brain_corr_"):] for c in tables.COLUMNS if c.startswith("brain_corr_")] == list(REGIONS)
 
 
 def test_absent_masks_or_gnet_leave_brain_correlation_empty_with_a_note(tmp_path):
-    from fmri_recon import evaluate
+    from fmri_recon.evaluate import score
 
     ev = {"masks": "brain_region_masks.hdf5", "gnet": "data:gnet_multisubject.pt"}
-    assert evaluate.missing_brain_inputs(ev, ["masks", "gnet", "recons"]) is None
-    assert evaluate.missing_brain_inputs({**ev, "gnet": "random"}, ["masks"]) is None
-    note = evaluate.missing_brain_inputs(ev, ["recons"])
+    assert score.missing_brain_inputs(ev, ["masks", "gnet", "recons"]) is None
+    assert score.missing_brain_inputs({**ev, "gnet": "random"}, ["masks"]) is None
+    note = score.missing_brain_inputs(ev, ["recons"])
     assert note == ("brain correlation not computed: brain_region_masks.hdf5 and gnet_multisubject.pt not in "
                     "data_dir (download: false)")
     rows = tables.experiment_rows("x", n_test_images=3, image={"recon": {"pixcorr": 0.1}}, notes=note)

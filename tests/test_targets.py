@@ -6,8 +6,8 @@ import torch
 import yaml
 
 from conftest import REPO
-from fmri_recon import clip_targets as ct
-from fmri_recon import nsd
+from fmri_recon.targets import clip_targets as ct
+from fmri_recon.data import nsd
 from fmri_recon.configuration import defaults
 
 TARGETS = {**defaults("targets"), "device": "cpu"}

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from fmri_recon import checkpoint, experiment, losses, train
+from fmri_recon import experiment
+from fmri_recon.train import checkpoint, loop, losses
 from fmri_recon.models import BrainConfig, MindEyeModel
-from fmri_recon.train_data import SubjectData, TrainData
+from fmri_recon.train.dataset import SubjectData, TrainData
 
 S, E = 4, 8
 
@@ -35,10 +36,10 @@ def tiny_cfg(voxels=(30,), **kw) -> BrainConfig:
                        prior_depth=1, prior_dim_head=8, **kw)
 
 
-def tiny_tc(**kw) -> train.TrainConfig:
+def tiny_tc(**kw) -> loop.TrainConfig:
     base = dict(num_epochs=4, batch_size=8, max_lr=3e-3, precision="fp32", ckpt_interval=2, val_images=10,
                 device="cpu", deepspeed_offload=False)
-    return train.TrainConfig(**{**base, **kw})
+    return loop.TrainConfig(**{**base, **kw})
 
 
 # --------------------------------------------------------------------------- losses
@@ -98,9 +99,9 @@ def test_mixco_leaves_unselected_samples_alone():
 def test_trainings_own_monitors_agree_with_the_metrics():
     """validation's top-1 and two-way are training's own (editing a metric must not retrain), and
     give what the evaluate stage's implementations give."""
-    from fmri_recon import validation
-    from fmri_recon.metrics.image import two_way_identification
-    from fmri_recon.metrics.retrieval import topk_matches
+    from fmri_recon.train import validation
+    from fmri_recon.evaluate.metrics.image import two_way_identification
+    from fmri_recon.evaluate.metrics.retrieval import topk_matches
 
     g = torch.Generator().manual_seed(0)
     true = torch.randn(12, 4, 7, 7, generator=g)
@@ -113,7 +114,7 @@ def test_trainings_own_monitors_agree_with_the_metrics():
 
 def test_param_groups_cover_every_parameter_once_with_upstream_decay():
     model = MindEyeModel(tiny_cfg())
-    groups = train.param_groups(model)
+    groups = loop.param_groups(model)
     ids = [id(p) for g in groups for p in g["params"]]
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert len(ids) == len(set(ids)) == len(trainable)
@@ -126,22 +127,22 @@ def test_param_groups_cover_every_parameter_once_with_upstream_decay():
 def test_experiment_keys_are_config_fields():
     from dataclasses import fields
     assert set(experiment.MODEL_KEYS) <= {f.name for f in fields(BrainConfig)}
-    assert set(experiment.TRAIN_KEYS) <= {f.name for f in fields(train.TrainConfig)}
+    assert set(experiment.TRAIN_KEYS) <= {f.name for f in fields(loop.TrainConfig)}
 
 
 def test_epoch_has_upstreams_number_of_steps():
     data = fake_data(voxels=(30, 20, 25), n_train=690)
     data.samples_per_epoch = 750 * 40                        # upstream's multi-subject epoch
-    batches, _ = train.epoch_batches(data, tiny_tc(batch_size=42), epoch=0)
+    batches, _ = loop.epoch_batches(data, tiny_tc(batch_size=42), epoch=0)
     assert len(batches) == 750 * 40 // 42 == 714 and all(len(b) == 3 and all(len(i) == 14 for i in b) for b in batches)
     data.samples_per_epoch = 750                             # one session, one subject
     one = fake_data(n_train=690)
     one.samples_per_epoch = 750
-    batches, _ = train.epoch_batches(one, tiny_tc(batch_size=24), epoch=0)
+    batches, _ = loop.epoch_batches(one, tiny_tc(batch_size=24), epoch=0)
     assert len(batches) == 31                                # upstream: 750 // 24
     counts = np.bincount(np.concatenate([b[0] for b in batches]), minlength=690)
     assert counts.min() >= 1 and counts.max() <= 2           # permutations back to back: every trial, evenly
-    again, _ = train.epoch_batches(one, tiny_tc(batch_size=24), epoch=0)
+    again, _ = loop.epoch_batches(one, tiny_tc(batch_size=24), epoch=0)
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again))
 
 
@@ -155,7 +156,7 @@ def repeated_images(data: TrainData, times: int = 3) -> TrainData:
 def test_a_batch_with_a_repeated_image_is_drawn_again_and_the_epoch_keeps_its_steps():
     data = repeated_images(fake_data(n_train=690))
     data.samples_per_epoch = 750
-    batches, redrawn = train.epoch_batches(data, tiny_tc(batch_size=24), epoch=0)
+    batches, redrawn = loop.epoch_batches(data, tiny_tc(batch_size=24), epoch=0)
     assert len(batches) == 750 // 24 and redrawn > 0         # 24 of 230 images, 3 trials each: repeats are common
     for (idx,) in batches:
         assert len(np.unique(data.subjects[0].image_ids[idx])) == 24
@@ -167,7 +168,7 @@ def test_onecycle_reaches_its_end_when_images_repeat(tmp_path):
     data = repeated_images(fake_data(n_train=96))
     data.samples_per_epoch = 96
     tc = tiny_tc(num_epochs=3, batch_size=12, max_lr=1e-2)
-    train.run(data, tiny_cfg(), tc, tmp_path, {"subjects": [1]})
+    loop.run(data, tiny_cfg(), tc, tmp_path, {"subjects": [1]})
     ckpt = checkpoint.read(tmp_path / "last.pth")
     assert [row["steps"] for row in ckpt["history"]] == [96 // 12] * 3
     assert sum(row["redrawn_shares"] for row in ckpt["history"]) > 0
@@ -176,7 +177,7 @@ def test_onecycle_reaches_its_end_when_images_repeat(tmp_path):
 
 def test_schedulers_are_upstreams():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
-    linear = train.make_scheduler(opt, tiny_tc(lr_scheduler="linear", max_lr=3e-4), total_steps=100)
+    linear = loop.make_scheduler(opt, tiny_tc(lr_scheduler="linear", max_lr=3e-4), total_steps=100)
     lrs = []
     for _ in range(100):
         lrs.append(linear.get_last_lr()[0])
@@ -185,14 +186,14 @@ def test_schedulers_are_upstreams():
     assert lrs[0] == pytest.approx(1e-4) and linear.get_last_lr()[0] == pytest.approx(3e-4)   # torch defaults
     assert all(np.diff(lrs) > 0)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
-    cycle = train.make_scheduler(opt, tiny_tc(max_lr=3e-4, num_epochs=150), total_steps=150 * 31)
+    cycle = loop.make_scheduler(opt, tiny_tc(max_lr=3e-4, num_epochs=150), total_steps=150 * 31)
     assert cycle.get_last_lr()[0] == pytest.approx(3e-4 / 25)                 # div_factor 25
     assert cycle.total_steps == 4650 and cycle._schedule_phases[0]["end_step"] == pytest.approx(2 / 150 * 4650 - 1)
 
 
 # --------------------------------------------------------------------------- runs
 def test_model_learns_and_writes_its_outputs(tmp_path):
-    stats = train.run(fake_data(), tiny_cfg(), tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=1e-2), tmp_path,
+    stats = loop.run(fake_data(), tiny_cfg(), tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=1e-2), tmp_path,
                       {"subjects": [1]})
     rows = stats["final"]
     assert (tmp_path / "train_stats.json").exists() and (tmp_path / "log.csv").exists()
@@ -218,7 +219,7 @@ def test_the_real_configs_training_regime_learns(tmp_path):
     tc = tiny_tc(num_epochs=30, ckpt_interval=10, max_lr=1e-2, **{k: model[k] for k in keys if k != "clip_exclude_mean"})
     if tc.deepspeed_offload:
         pytest.skip("the DeepSpeed regime runs in test_deepspeed.py")
-    stats = train.run(fake_data(), tiny_cfg(clip_exclude_mean=model["clip_exclude_mean"]), tc, tmp_path, {"subjects": [1]})
+    stats = loop.run(fake_data(), tiny_cfg(clip_exclude_mean=model["clip_exclude_mean"]), tc, tmp_path, {"subjects": [1]})
     history = checkpoint.read(tmp_path / "last.pth")["history"]
     assert stats["precision"] == "bf16" and history[-1]["train_loss_total"] < 0.5 * history[0]["train_loss_total"]
     # Held-out: the contrastive loss (41.5 -> 9.9 measured) and retrieval over 10 images (chance 0.1,
@@ -230,7 +231,7 @@ def test_the_real_configs_training_regime_learns(tmp_path):
 def test_retrieval_head_excludes_the_train_targets_mean(tmp_path):
     data = fake_data()
     data.targets = data.targets + 2.0                       # a shared direction, as CLIP tokens have
-    train.run(data, tiny_cfg(clip_exclude_mean=True), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
+    loop.run(data, tiny_cfg(clip_exclude_mean=True), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
     saved = checkpoint.read(tmp_path / "last.pth")["model_state_dict"]["backbone.clip_mean"]
     mean = data.targets[data.subjects[0].target_index].float().mean(0)
     torch.testing.assert_close(saved, mean / mean.norm())
@@ -241,12 +242,12 @@ def test_retrieval_head_excludes_the_train_targets_mean(tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, caplog):
     data, cfg, tc = fake_data(), tiny_cfg(), tiny_tc(num_epochs=4, ckpt_interval=2)
-    train.run(data, cfg, tc, tmp_path / "straight", {"subjects": [1]})
-    out = train.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, stop_after=2)
+    loop.run(data, cfg, tc, tmp_path / "straight", {"subjects": [1]})
+    out = loop.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, stop_after=2)
     assert out == {"stopped_after": 2} and not (tmp_path / "split/train_stats.json").exists()
     assert checkpoint.read(tmp_path / "split/last.pth")["epoch"] == 2
-    with caplog.at_level(logging.INFO, logger="fmri_recon.train"):
-        train.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]})
+    with caplog.at_level(logging.INFO, logger="fmri_recon.train.loop"):
+        loop.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]})
     assert "resuming from" in caplog.text and "after epoch 2" in caplog.text
     a = checkpoint.read(tmp_path / "straight/last.pth")
     b = checkpoint.read(tmp_path / "split/last.pth")
@@ -257,15 +258,15 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, caplog):
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path, caplog):
     data = fake_data()
-    train.run(data, tiny_cfg(), tiny_tc(num_epochs=2), tmp_path, {"subjects": [1]})
-    with caplog.at_level(logging.WARNING, logger="fmri_recon.train"):
-        train.run(data, tiny_cfg(), tiny_tc(num_epochs=2, max_lr=1e-3), tmp_path, {"subjects": [1]})
+    loop.run(data, tiny_cfg(), tiny_tc(num_epochs=2), tmp_path, {"subjects": [1]})
+    with caplog.at_level(logging.WARNING, logger="fmri_recon.train.loop"):
+        loop.run(data, tiny_cfg(), tiny_tc(num_epochs=2, max_lr=1e-3), tmp_path, {"subjects": [1]})
     assert "train_config.max_lr: checkpoint 0.003, config 0.001" in caplog.text and "from scratch" in caplog.text
     assert checkpoint.read(tmp_path / "last.pth")["train_config"]["max_lr"] == 1e-3
 
 
 def test_checkpoint_loads_strictly_from_its_own_config(tmp_path):
-    train.run(fake_data(), tiny_cfg(), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
+    loop.run(fake_data(), tiny_cfg(), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
     model, ckpt = checkpoint.load_model(tmp_path / "last.pth")
     assert model.cfg.n_blocks == 1 and set(ckpt) >= {"epoch", "model_state_dict", "optimizer_state_dict",
                                                      "lr_scheduler", "train_losses", "test_losses", "lrs", "config"}
@@ -278,16 +279,16 @@ def test_nan_loss_names_epoch_and_batch(tmp_path):
     data = fake_data()
     data.targets[data.subjects[0].target_index[5]] = float("nan")
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, batch \d+"):
-        train.run(data, tiny_cfg(), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
+        loop.run(data, tiny_cfg(), tiny_tc(num_epochs=1), tmp_path, {"subjects": [1]})
 
 
 def test_multi_subject_pretraining_then_fine_tuning(tmp_path):
-    pre = train.run(fake_data(voxels=(30, 25)), tiny_cfg(voxels=(30, 25)), tiny_tc(num_epochs=2, batch_size=8),
+    pre = loop.run(fake_data(voxels=(30, 25)), tiny_cfg(voxels=(30, 25)), tiny_tc(num_epochs=2, batch_size=8),
                     tmp_path / "pre", {"subjects": [1, 2]})
     pretrained = checkpoint.read(tmp_path / "pre/last.pth")["model_state_dict"]
     assert pretrained["ridge.linears.1.weight"].shape == (16, 25) and pre["params"]["ridge"] == 16 * 55 + 32
     model = MindEyeModel(tiny_cfg(voxels=(40,)))
-    train.init_from_pretrained(model, tmp_path / "pre/last.pth")
+    loop.init_from_pretrained(model, tmp_path / "pre/last.pth")
     state = model.state_dict()
     assert torch.equal(state["backbone.backbone_linear.weight"], pretrained["backbone.backbone_linear.weight"])
     assert torch.equal(state["ridge.linears.0.bias"], pretrained["ridge.linears.0.bias"])   # upstream's quirk
@@ -314,13 +315,13 @@ def test_fine_tuning_from_a_released_checkpoint(tmp_path):
     quirk), the optimizer state is not loaded, and the fine-tune learns."""
     released = released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30, 25)))
     model = MindEyeModel(tiny_cfg(voxels=(40,)))
-    train.init_from_pretrained(model, tmp_path / "last.pth")
+    loop.init_from_pretrained(model, tmp_path / "last.pth")
     state = model.state_dict()
     for key, value in released.items():
         if not key.startswith("ridge."):
             assert torch.equal(state[key], value), key
     assert torch.equal(state["ridge.linears.0.bias"], released["ridge.linears.0.bias"])
-    stats = train.run(fake_data(voxels=(40,)), tiny_cfg(voxels=(40,)), tiny_tc(num_epochs=4), tmp_path / "ft",
+    stats = loop.run(fake_data(voxels=(40,)), tiny_cfg(voxels=(40,)), tiny_tc(num_epochs=4), tmp_path / "ft",
                       {"subjects": [1]}, init_from=tmp_path / "last.pth")
     losses = checkpoint.read(tmp_path / "ft/last.pth")["train_losses"]
     assert losses[-1] < 0.8 * losses[0], losses
@@ -336,7 +337,7 @@ def test_a_released_checkpoint_that_does_not_fit_names_the_key(tmp_path, change,
     released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30, 25)))
     model = MindEyeModel(BrainConfig(**{**tiny_cfg().to_dict(), **change}))
     with pytest.raises(checkpoint.CheckpointMismatch, match=r"last.pth: does not fit the configured model: .*" + named):
-        train.init_from_pretrained(model, tmp_path / "last.pth")
+        loop.init_from_pretrained(model, tmp_path / "last.pth")
 
 
 def test_a_released_checkpoint_is_memory_mapped(tmp_path):
@@ -369,8 +370,8 @@ def test_a_released_checkpoint_is_memory_mapped(tmp_path):
 
 def test_gradient_accumulation_reaches_the_same_global_batch(tmp_path):
     data, cfg = fake_data(), tiny_cfg(drop=0.0, use_prior=False)
-    a = train.run(data, cfg, tiny_tc(num_epochs=1, grad_accum=1, mixup_pct=0), tmp_path / "a", {"subjects": [1]})
-    b = train.run(data, cfg, tiny_tc(num_epochs=1, grad_accum=2, mixup_pct=0), tmp_path / "b", {"subjects": [1]})
+    a = loop.run(data, cfg, tiny_tc(num_epochs=1, grad_accum=1, mixup_pct=0), tmp_path / "a", {"subjects": [1]})
+    b = loop.run(data, cfg, tiny_tc(num_epochs=1, grad_accum=2, mixup_pct=0), tmp_path / "b", {"subjects": [1]})
     # same number of optimizer steps; losses differ only through the smaller contrastive batch
     assert len(checkpoint.read(tmp_path / "a/last.pth")["lrs"]) == len(checkpoint.read(tmp_path / "b/last.pth")["lrs"])
     assert checkpoint.read(tmp_path / "a/last.pth")["lr_scheduler"]["last_epoch"] == \
@@ -382,7 +383,7 @@ def test_fp16_on_cpu_is_refused_clearly(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
-        train.run(fake_data(), tiny_cfg(), tiny_tc(precision="fp16"), tmp_path, {"subjects": [1]})
+        loop.run(fake_data(), tiny_cfg(), tiny_tc(precision="fp16"), tmp_path, {"subjects": [1]})
 
 
 def test_a_released_model_loads_strictly_into_the_experiments_architecture(tmp_path):

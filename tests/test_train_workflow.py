@@ -14,7 +14,7 @@ import yaml
 
 from conftest import DEMO, MORE, REPO
 from conftest import DEMO_TEST_IMAGES as N
-from fmri_recon import checkpoint
+from fmri_recon.train import checkpoint
 
 EXPERIMENTS = ("lite_bigG", "seed_vitb32", "blurry_bigG")      # the README demo's and tests/demo_more.yaml's
 EPOCHS = yaml.safe_load(DEMO.read_text())["model"]["num_epochs"]

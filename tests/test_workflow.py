@@ -9,7 +9,8 @@ import pytest
 
 import foreign_dataset
 from conftest import DEMO_TEST_IMAGES, REPO, snakemake
-from fmri_recon import clip_targets, nsd
+from fmri_recon.data import nsd
+from fmri_recon.targets import clip_targets
 
 TINY_CLIP = {"bigG": {"arch": "tiny-ViT-bigG-14", "emb_dim": 64, "weights": "random"},
              "vitb32": {"arch": "tiny-ViT-B-32", "emb_dim": 48, "weights": "random"}}

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fmri_recon import train  # noqa: E402
+from fmri_recon.train import loop  # noqa: E402
 from test_train import fake_data, tiny_cfg, tiny_tc  # noqa: E402
 
 
@@ -33,13 +33,13 @@ def main() -> None:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     logging.basicConfig(level=logging.INFO, format=f"rank {rank} %(levelname)s %(name)s: %(message)s")
     if args.kill_rank == rank:
-        epoch_of = train.train_epoch
+        epoch_of = loop.train_epoch
 
         def train_epoch(data, tc, epoch, *rest):
             if epoch + 1 == args.kill_epoch:
                 os.kill(os.getpid(), signal.SIGKILL)
             return epoch_of(data, tc, epoch, *rest)
-        train.train_epoch = train_epoch
+        loop.train_epoch = train_epoch
     if args.deepspeed:   # as test_deepspeed has always run it: one subject, bf16 weights, offload
         data, cfg = fake_data(), tiny_cfg(clip_exclude_mean=True)
         tc = tiny_tc(num_epochs=args.epochs, ckpt_interval=2, max_lr=1e-2, precision="bf16", deepspeed_offload=True,
@@ -50,7 +50,7 @@ def main() -> None:
         data, cfg = fake_data(voxels=(30, 24)), tiny_cfg(voxels=(30, 24), drop=0.0, prior_cond_drop_prob=0.0,
                                                               backbone="residual_mlp")
         tc = tiny_tc(num_epochs=args.epochs, ckpt_interval=1, max_lr=1e-2, mixup_pct=0.34, num_processes=world)
-    stats = train.run(data, cfg, tc, args.out_dir, {"subjects": [1, 2] if not args.deepspeed else [1]},
+    stats = loop.run(data, cfg, tc, args.out_dir, {"subjects": [1, 2] if not args.deepspeed else [1]},
                       stop_after=args.stop_after)
     print("RESULT " + json.dumps(stats), flush=True)
 

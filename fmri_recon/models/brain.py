@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from .prior import BrainDiffusionPrior, PriorConfig
+from fmri_recon.models.prior import BrainDiffusionPrior, PriorConfig
 
 BACKBONES = ("upstream_mixer", "residual_mlp")
 # Low-level ("blurry") branch: h -> 64 maps of 7x7 -> VAE latent (4,28,28) and 49 aux tokens.

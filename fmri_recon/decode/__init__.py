@@ -1,0 +1,1 @@
+"""From brain-model outputs to images and captions: weights, unCLIP, GIT, converters, refinement."""

@@ -1,0 +1,1 @@
+"""Scoring: the metrics, the per-experiment tables, the figures."""

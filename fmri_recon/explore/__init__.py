@@ -1,0 +1,1 @@
+"""Comparing runs: the results page, sweeps' rows, costs."""

@@ -1,0 +1,1 @@
+"""Training the brain model: the loop, its runtime, data, losses, checkpoints, processes."""
