@@ -1,4 +1,10 @@
-"""Shared fixtures: run the workflow as a user would, on the demo config, once per session."""
+"""Shared fixtures: run the workflow as a user would, on the demo config, once per session.
+
+The tests are sorted by kind: unit/ (the package, no Snakemake run), workflow/ (Snakemake runs,
+most on the shared demo run), cluster/ (SLURM and multi-process training); their support code
+(fake hub, SLURM harness, replicas of upstream's files, tiny models) is in support/. Each test
+gets the marker of its folder (unit, workflow, cluster), so ``pytest -m unit`` runs one kind.
+"""
 from __future__ import annotations
 
 import os
@@ -11,11 +17,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo.yaml"
-MORE = REPO / "tests" / "demo_more.yaml"       # tests-only: the seed's ViT-B-32 space and a sweep
+SUPPORT = Path(__file__).resolve().parent / "support"
+MORE = SUPPORT / "demo_more.yaml"       # tests-only: the seed's ViT-B-32 space and a sweep
 DEMO_TEST_IMAGES = yaml.safe_load(DEMO.read_text())["synthetic"]["num_test_images"]
-# The README demo takes about 470 s on 2 cores, the run with tests/demo_more.yaml about 350 s: a
+# The README demo takes about 470 s on 2 cores, the run with tests/support/demo_more.yaml about 350 s: a
 # run that takes more than three times that has gone wrong, and says so.
 RUN_TIMEOUT = 1800
+sys.path.insert(0, str(SUPPORT))    # the support modules import as top-level names
 
 
 def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: dict | None = None,
@@ -47,9 +55,16 @@ def snakemake(workdir: Path, *args: str, configs: tuple = (DEMO,), overrides: di
     return result
 
 
+KINDS = ("unit", "workflow", "cluster")
+
+
 def pytest_collection_modifyitems(items):
-    """Every end-to-end test is slow: it runs Snakemake, most of them on the shared demo run."""
+    """Each test is marked with its folder's kind; every end-to-end test is slow: it runs
+    Snakemake, most of them on the shared demo run."""
     for item in items:
+        kind = Path(item.fspath).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
         if item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
 
@@ -65,7 +80,7 @@ def demo_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_more_run(tmp_path_factory) -> Path:
-    """A run of the demo with tests/demo_more.yaml: the seed's ViT-B-32 experiment, its upper bound
+    """A run of the demo with tests/support/demo_more.yaml: the seed's ViT-B-32 experiment, its upper bound
     and a 2x2 sweep, with random decoders (FMRI_DEMO_MORE_RUN: a finished one to reuse)."""
     workdir = Path(os.environ.get("FMRI_DEMO_MORE_RUN") or tmp_path_factory.mktemp("demo_more"))
     snakemake(workdir, "all", configs=(DEMO, MORE))

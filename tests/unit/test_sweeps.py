@@ -9,7 +9,7 @@ from fmri_recon import configuration, experiment, sweeps
 
 
 def config_with(sweep_spec: dict) -> dict:
-    """The demo's config with tests/demo_more.yaml's seed_vitb32 (defaults filled in) and ``sweep_spec``
+    """The demo's config with tests/support/demo_more.yaml's seed_vitb32 (defaults filled in) and ``sweep_spec``
     as its sweeps."""
     from snakemake.utils import update_config, validate
 

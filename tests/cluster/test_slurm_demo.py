@@ -3,7 +3,7 @@
 Asserts from SLURM's own records that every GPU stage ran as a SLURM job with a GPU
 allocated (the train job two GPUs and two tasks on one node, for its two ranks), that CPU
 stages got none, and that tables/metrics.csv came out. The daemons
-stop at the end, by pid, whatever happens (tests/slurm_cluster.py).
+stop at the end, by pid, whatever happens (tests/support/slurm_cluster.py).
 """
 from __future__ import annotations
 

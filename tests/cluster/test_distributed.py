@@ -12,7 +12,7 @@ import torch
 
 from fmri_recon.train import checkpoint, distributed
 
-JOB = Path(__file__).parent / "train_job.py"
+JOB = Path(__file__).parents[1] / "support" / "run_training.py"
 LOSSES = ("train_loss_total", "train_loss_prior", "train_loss_clip", "val_loss_clip")
 
 
@@ -96,7 +96,7 @@ def test_a_killed_rank_fails_the_job_quickly_and_the_rerun_resumes(tmp_path):
 
 
 def test_a_batch_the_processes_cannot_share_is_refused_before_training(tmp_path):
-    from test_train import fake_data, tiny_cfg, tiny_tc
+    from tiny_training import fake_data, tiny_cfg, tiny_tc
 
     from fmri_recon.train import loop
 

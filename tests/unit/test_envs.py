@@ -1,14 +1,14 @@
 """Per-rule conda envs, checked statically: every rule names one, and it provides every module
 its script imports (directly or through the fmri_recon modules the script uses)."""
-import re
 import sys
 from pathlib import Path
 
 import yaml
 
 from fmri_recon import code_deps
+from rule_files import rules
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "fmri_recon"
 # import name -> pip distribution name, where they differ
 DISTRIBUTION = {"skimage": "scikit-image", "open_clip": "open-clip-torch", "yaml": "pyyaml",
@@ -19,20 +19,6 @@ COMES_WITH = {"pillow": ("torchvision", "matplotlib", "scikit-image")}
 OPTIONAL = {"wandb"}     # imported only when the user turns W&B logging on (an ImportError says so)
 # Methods whose library imports another package only when they run: {call: module it needs}.
 RUNTIME_NEEDS = {"enable_model_cpu_offload": "accelerate"}   # diffusers' offload hooks are accelerate's
-
-
-def rules() -> dict[str, dict]:
-    """{rule: {"conda": env path, "script": script path}} from rules/*.smk."""
-    out = {}
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
-            name = re.search(r"^\s*rule (\w+):", block, re.M)
-            if not name:
-                continue
-            conda = re.search(r'conda:\s*\n\s*f"\{ENVS\}/([\w.]+)"', block)
-            script = re.search(r'script:\s*\n\s*"\.\./scripts/([\w.]+)"', block)
-            out[name.group(1)] = {"conda": conda and conda.group(1), "script": script and script.group(1)}
-    return out
 
 
 def third_party(script: str) -> set[str]:

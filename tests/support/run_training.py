@@ -1,7 +1,7 @@
 """One tiny training job as its own process, as a real job is: DeepSpeed and torch.distributed
 initialise once per process. Run it with python (one process) or under torchrun (several):
 
-    python tests/train_job.py OUT_DIR [--deepspeed] [--epochs N] [--stop-after N] [--kill-rank R --kill-epoch E]
+    python tests/support/run_training.py OUT_DIR [--deepspeed] [--epochs N] [--stop-after N] [--kill-rank R --kill-epoch E]
 
 ``--kill-rank R --kill-epoch E``: rank R kills itself (SIGKILL) when epoch E starts, as a lost
 node or an out-of-memory kill would.
@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fmri_recon.train import loop  # noqa: E402
-from test_train import fake_data, tiny_cfg, tiny_tc  # noqa: E402
+from tiny_training import fake_data, tiny_cfg, tiny_tc  # noqa: E402
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from fmri_recon.evaluate import figures
 
 pytestmark = pytest.mark.e2e
 EXPERIMENTS = ("lite_bigG", "blurry_bigG")                       # the README demo's
-MORE = ("seed_vitb32",)                                          # tests/demo_more.yaml's
+MORE = ("seed_vitb32",)                                          # tests/support/demo_more.yaml's
 SWEPT = ("vitb32_num_sessions~1_seed~7", "vitb32_num_sessions~2_seed~42", "vitb32_num_sessions~2_seed~7")  # its sweep
 UPPER = ("upper_bound_bigG", "upper_bound_vitb32")
 TOKENS = {"bigG": (256, 64), "vitb32": (49, 48)}
@@ -28,7 +28,7 @@ def png_size(path):
 
 
 def run_of(request, name):
-    """The run that holds ``name``: the README demo's, or the one with tests/demo_more.yaml."""
+    """The run that holds ``name``: the README demo's, or the one with tests/support/demo_more.yaml."""
     return request.getfixturevalue("demo_more_run" if "vitb32" in name else "demo_run")
 
 
@@ -72,7 +72,7 @@ def test_the_readme_demo_runs_exactly_its_own_experiments(demo_run):
     assert {(r["experiment"], r["stage"]) for r in rows} == (
         {(e, s) for e in EXPERIMENTS for s in ("recon", "enhanced")} | {("blurry_bigG", "blurry"),
                                                                        ("upper_bound_bigG", "upper_bound")})
-    assert not (demo_run / "cache/clip_targets/vitb32.hdf5").exists()     # nothing of tests/demo_more.yaml
+    assert not (demo_run / "cache/clip_targets/vitb32.hdf5").exists()     # nothing of tests/support/demo_more.yaml
 
 
 def test_metrics_table_has_every_experiment_and_stage(demo_run, demo_more_run):

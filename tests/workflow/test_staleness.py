@@ -118,7 +118,7 @@ def downstream(repo: Path, workdir: Path) -> dict[str, set[str]]:
 
 def test_editing_any_package_module_reruns_exactly_the_stages_that_import_it(demo_run, tmp_path):
     from fmri_recon import code_deps
-    from test_envs import rules
+    from rule_files import rules
 
     copies = [copy_checkout(tmp_path / f"copy{i}") for i in range(2)]          # two dry runs at once
     assert stale_rules(copies[0], demo_run) == set()                          # the copy starts current

@@ -1,6 +1,6 @@
 """The SLURM profile against a real single-node SLURM (one fake GPU), end to end.
 
-Starts munged/slurmctld/slurmd (tests/slurm_cluster.py), runs a throwaway two-rule
+Starts munged/slurmctld/slurmd (tests/support/slurm_cluster.py), runs a throwaway two-rule
 workflow with ``--profile profiles/slurm`` and checks, from SLURM's own records, that
 the GPU rule ran as a SLURM job with a GPU allocated and the other without one.
 Skipped when SLURM is not installed (``bash .ci/install-slurm.sh`` installs it; root).
@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slurm_cluster import SLURM_CONF, SlurmCluster, available, missing_binaries  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "slurm"
 
 pytestmark = [

@@ -1,4 +1,4 @@
-"""Every file the real run reads from a hub loads as its publisher wrote it (tests/upstream_files.py),
+"""Every file the real run reads from a hub loads as its publisher wrote it (tests/support/upstream_files.py),
 through the code the workflow uses, and no file's pickle runs code or needs its objects' modules."""
 import logging
 

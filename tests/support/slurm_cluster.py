@@ -412,7 +412,7 @@ class SlurmCluster:
 
     def slurm_conf_text(self) -> str:
         return f"""\
-# written by tests/slurm_cluster.py for a throwaway single-node test cluster
+# written by tests/support/slurm_cluster.py for a throwaway single-node test cluster
 ClusterName=fmritest
 SlurmctldHost={self.host}(127.0.0.1)
 AuthType=auth/munge
@@ -462,7 +462,7 @@ PartitionName={self.partition} Nodes={self.host} Default=YES MaxTime=INFINITE St
         # must never fail: a failing Epilog drains the node
         return f"""\
 #!/bin/sh
-# slurmd Epilog (tests/slurm_cluster.py): record the GPUs SLURM allocated to each job.
+# slurmd Epilog (tests/support/slurm_cluster.py): record the GPUs SLURM allocated to each job.
 # SLURM_JOB_GPUS is set by slurmd from the job's GRES allocation (empty: no GPU).
 echo "JobId=${{SLURM_JOB_ID}} JobGpus=${{SLURM_JOB_GPUS:-}} CudaVisibleDevices=${{CUDA_VISIBLE_DEVICES:-}} Node=${{SLURMD_NODENAME:-}}" >> {self.gpu_alloc_path} 2>/dev/null
 exit 0

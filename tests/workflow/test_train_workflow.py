@@ -16,7 +16,7 @@ from conftest import DEMO, MORE, REPO
 from conftest import DEMO_TEST_IMAGES as N
 from fmri_recon.train import checkpoint
 
-EXPERIMENTS = ("lite_bigG", "seed_vitb32", "blurry_bigG")      # the README demo's and tests/demo_more.yaml's
+EXPERIMENTS = ("lite_bigG", "seed_vitb32", "blurry_bigG")      # the README demo's and tests/support/demo_more.yaml's
 EPOCHS = yaml.safe_load(DEMO.read_text())["model"]["num_epochs"]
 
 

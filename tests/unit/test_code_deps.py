@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from fmri_recon import code_deps
-from test_envs import rules
+from rule_files import rules
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "fmri_recon"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 DOWNLOADS = {"download", "download_weights", "snapshot_weights", "snapshot_configs", "eval_weights"}
@@ -157,7 +157,7 @@ def test_train_config_refuses_unknown_keys():
 
 def test_no_comment_cites_a_file_outside_the_repository():
     for path in [*PACKAGE.rglob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "rules").glob("*.smk"),
-                 *(REPO / "tests").glob("*.py"), *(REPO / "bench").glob("*.py")]:
+                 *(REPO / "tests").rglob("*.py"), *(REPO / "bench").glob("*.py")]:
         text = path.read_text()
         assert "shared" + "/spec" not in text, f"{path.relative_to(REPO)} cites a file users never have"
         for doc in re.findall(r"docs/[\w.]+", text):

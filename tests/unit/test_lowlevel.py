@@ -12,7 +12,7 @@ from fmri_recon.train import checkpoint, loop, losses
 from fmri_recon.targets.clip_targets import TargetCache
 from fmri_recon.train.dataset import ImagesInMemory, ImagesOnDisk, LowLevelData
 
-from test_train import fake_data, tiny_cfg, tiny_tc
+from tiny_training import fake_data, tiny_cfg, tiny_tc
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of fmri_recon.data.hub against a fake hub on 127.0.0.1 (tests/hub_server.py).
+"""Tests of fmri_recon.data.hub against a fake hub on 127.0.0.1 (tests/support/hub_server.py).
 
 The REAL huggingface_hub code path is used: ``download_file`` reads ``HF_ENDPOINT``
 at call time and passes it to huggingface_hub as ``endpoint=``, so setting the env var
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import huggingface_hub.utils._http as hf_http  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
@@ -336,7 +335,7 @@ def test_snakemake_script(hub, tmp_path, filename):
     import os
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     data, log = tmp_path / "data", tmp_path / "logs" / "download.log"
     log.parent.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING", "http_", "https_", "HTTP"))}

@@ -2,7 +2,7 @@
 
 DeepSpeed keeps the weights in bf16 and does not autocast, so every input must be cast to the
 weights' dtype (an fp32 input raised "mat1 and mat2 must have the same dtype" in training and
-validation). Each run is its own process (tests/train_job.py), as a real job is.
+validation). Each run is its own process (tests/support/run_training.py), as a real job is.
 """
 import json
 import subprocess
@@ -14,7 +14,7 @@ import torch
 
 from fmri_recon.train import checkpoint
 
-JOB = Path(__file__).parent / "train_job.py"
+JOB = Path(__file__).parents[1] / "support" / "run_training.py"
 
 
 def run_job(out: Path, *args: str) -> tuple[dict, str]:

@@ -1,4 +1,4 @@
-"""tests/demo_more.yaml's sweep through the DAG: seed groups, cost per stage, charts and the results page."""
+"""tests/support/demo_more.yaml's sweep through the DAG: seed groups, cost per stage, charts and the results page."""
 import csv
 import json
 import statistics

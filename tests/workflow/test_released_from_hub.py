@@ -1,6 +1,6 @@
 """Released checkpoints and reconstructions fetched from the hub by the real config's download jobs.
 
-The local hub (tests/hub_server.py) serves a dataset in the published layout (tests/foreign_dataset.py)
+The local hub (tests/support/hub_server.py) serves a dataset in the published layout (tests/support/foreign_dataset.py)
 and, in upstream's file formats at tiny sizes, a ``train_logs/<model>/last.pth`` and an
 ``evals/<model>/`` folder. Nothing is on disk before the run: every file comes through
 ``huggingface_hub`` as it would from pscotti/mindeyev2.
