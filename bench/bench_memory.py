@@ -8,7 +8,7 @@
 The peak RSS of a CPU process running the same computation in the same precision regime
 (weights, gradients, optimizer state, activations) approximates the GPU memory of that step
 (README "One 24 GB GPU"). Each measurement is a fresh process going through the train
-stage's own code (``loop.build_model``, ``loop.prepare``, ``loop.train_epoch``) on random
+stage's own code (``runtime.build_model``, ``loop.prepare``, ``loop.train_epoch``) on random
 voxels and targets of the real shapes; the process's memory before the model exists is
 subtracted. Regimes:
 
@@ -63,13 +63,13 @@ def lowlevel_parts(n: int, g):
     import torch
 
     from fmri_recon.targets import lowlevel
-    from fmri_recon.train import loop
+    from fmri_recon.train import runtime
     from fmri_recon.train.dataset import ImagesInMemory, LowLevelData
 
     data = LowLevelData(torch.randn(n, 4, 28, 28, generator=g).half(), torch.randn(n, 49, 512, generator=g).half(),
                         ImagesInMemory(np.arange(n), torch.rand(n, 3, 224, 224, generator=g).half()))
     teacher = lowlevel.build_teacher(tiny=False)
-    return data, teacher, loop._teacher_on_augmented(teacher, "cpu", lambda: torch.autocast("cpu", torch.bfloat16))
+    return data, teacher, runtime.teacher_on_augmented(teacher, "cpu", lambda: torch.autocast("cpu", torch.bfloat16))
 
 
 def measure(model_name: str, regime: str, batch: int, steps: int = 2, checkpointing: bool = True,
@@ -79,7 +79,7 @@ def measure(model_name: str, regime: str, batch: int, steps: int = 2, checkpoint
     import numpy as np
     import torch
 
-    from fmri_recon.train import loop
+    from fmri_recon.train import loop, runtime
     from fmri_recon.models import BrainConfig, parameter_counts
     from fmri_recon.train.dataset import SubjectData, TrainData
 
@@ -100,7 +100,7 @@ def measure(model_name: str, regime: str, batch: int, steps: int = 2, checkpoint
     tc = loop.TrainConfig(num_epochs=20, batch_size=batch,   # one epoch of 20 runs: the scheduler needs a span
                            precision="bf16", device="cpu", mixup_pct=0.0,
                            deepspeed_offload=regime == "deepspeed", activation_checkpointing=checkpointing)
-    model = loop.build_model(data, cfg, tc, init_from=None, resuming=False)
+    model = runtime.build_model(data, cfg, tc, init_from=None, resuming=False)
     params = parameter_counts(model)["total"]
     parts = loop.prepare(model, tc, steps, None, Path("unused"))
     loop.train_epoch(data, tc, 0, parts, mixup=False, temp=0.006, teacher_aug=teacher_aug)

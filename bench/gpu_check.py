@@ -13,7 +13,7 @@ Rows (seconds per sample or image, peak GPU memory allocated by torch):
 - the SD-XL img2img refinement of 4 images (SD-XL base architecture, 25 steps from 0.48, fp16);
 - the evaluation of 50 images (every image metric's network at its real size, GNet8).
 
-Random weights cost the same as trained ones. It goes through the stages' own code (loop.build_model,
+Random weights cost the same as trained ones. It goes through the stages' own code (runtime.build_model,
 loop.prepare, loop.train_epoch, UnclipDecoder.decode, refine.refine, score.score_images). The
 tests never need it.
 """
@@ -51,7 +51,7 @@ def train_step(model_name: str, regime: str, batch: int, steps: int, smoke: bool
     import numpy as np
     import torch
 
-    from fmri_recon.train import loop
+    from fmri_recon.train import loop, runtime
     from fmri_recon.models import BrainConfig
     from fmri_recon.train.dataset import SubjectData, TrainData
 
@@ -67,7 +67,7 @@ def train_step(model_name: str, regime: str, batch: int, steps: int, smoke: bool
     cfg = BrainConfig(num_voxels=[voxels], n_blocks=4, clip_exclude_mean=True, **shape)
     tc = loop.TrainConfig(num_epochs=20, batch_size=batch, precision="bf16", device=device, mixup_pct=0.0,
                            deepspeed_offload=regime == "deepspeed", activation_checkpointing=True)
-    model = loop.build_model(data, cfg, tc, init_from=None, resuming=False)
+    model = runtime.build_model(data, cfg, tc, init_from=None, resuming=False)
     parts = loop.prepare(model, tc, steps + 1, None, Path("unused"))
     warm = TrainData([SubjectData(1, subj.voxels[:batch], subj.target_index[:batch], subj.image_ids[:batch],
                                   subj.test_voxels, subj.test_index, subj.test_images)], targets, data.image_ids)

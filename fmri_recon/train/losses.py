@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
+LOSSES = ("total", "prior", "clip", "blur_l1", "blur_cont")   # what a training step reports, summed
+
+
 def cosine_anneal(start: float, end: float, steps: int) -> list[float]:
     """``end + (start-end)/2 * (1 + cos(pi*i/(steps-1)))``: goes from ``start`` to ``end``."""
     if steps <= 1:

@@ -59,8 +59,8 @@ def test_two_processes_train_the_model_one_process_trains(ddp):
 
 def test_only_rank_zero_writes_and_logs(ddp):
     root, said = ddp
-    assert "rank 1 INFO fmri_recon.train.loop: training" in said and "rank 1 INFO fmri_recon.train.loop: epoch" not in said
-    assert "rank 0 INFO fmri_recon.train.loop: epoch 3:" in said
+    assert "rank 1 INFO fmri_recon.train: training" in said and "rank 1 INFO fmri_recon.train: epoch" not in said
+    assert "rank 0 INFO fmri_recon.train: epoch 3:" in said
     assert len((root / "two/log.csv").read_text().splitlines()) == 4
     assert json.loads((root / "two/train_stats.json").read_text())["epochs"] == 3
 

@@ -66,7 +66,7 @@ def test_demo_dag_runs_as_slurm_jobs_with_gpus(tmp_path):
     train = by_rule["train"][0]                       # one node, a task per GPU, a rank per task
     assert (train["num_tasks"], train["num_nodes"], len(set(train["gpu_ids"]))) == (2, 1, 2), train
     said = (work / "logs/train/blurry_bigG.log").read_text()
-    assert "launching 2 training processes" in said and "rank 1 INFO fmri_recon.train.loop: training" in said
+    assert "launching 2 training processes" in said and "rank 1 INFO fmri_recon.train: training" in said
     assert len(by_rule["train"]) == 1 and len(by_rule["reconstruct"]) == 2 and len(by_rule["blurry"]) == 1
     for job in by_rule["check_data"] + by_rule["random_lowlevel"] + by_rule["metrics_table"] + by_rule["results"]:
         assert job["gpus"] == 0 and job["job_gres"] is None, job

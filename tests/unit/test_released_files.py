@@ -11,7 +11,7 @@ from fmri_recon.data import nsd, released
 from fmri_recon.decode import converter
 from fmri_recon.evaluate import score
 from fmri_recon.targets import lowlevel
-from fmri_recon.train import checkpoint, loop
+from fmri_recon.train import checkpoint, runtime
 from fmri_recon.evaluate.metrics import brain as B
 from fmri_recon.models import BrainConfig, MindEyeModel
 
@@ -58,7 +58,7 @@ def test_torch21_last_pth_fine_tunes_and_evaluates_with_exactly_its_weights(tmp_
     for k, v in src.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     tuned, _ = tiny_model(seed=2, voxels=30)                      # init_from: another subject's voxels
-    loop.init_from_pretrained(tuned, path)
+    runtime.init_from_pretrained(tuned, path)
     assert torch.equal(tuned.state_dict()["backbone.backbone_linear.weight"],
                        src.state_dict()["backbone.backbone_linear.weight"])
     assert torch.equal(tuned.state_dict()["ridge.linears.0.bias"], src.state_dict()["ridge.linears.0.bias"])

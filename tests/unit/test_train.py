@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fmri_recon import experiment
-from fmri_recon.train import checkpoint, loop, losses
+from fmri_recon.train import checkpoint, loop, losses, runtime
 from fmri_recon.models import BrainConfig, MindEyeModel
 from fmri_recon.train.dataset import TrainData
 
@@ -85,7 +85,7 @@ def test_trainings_own_monitors_agree_with_the_metrics():
 
 def test_param_groups_cover_every_parameter_once_with_upstream_decay():
     model = MindEyeModel(tiny_cfg())
-    groups = loop.param_groups(model)
+    groups = runtime.param_groups(model)
     ids = [id(p) for g in groups for p in g["params"]]
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert len(ids) == len(set(ids)) == len(trainable)
@@ -148,7 +148,7 @@ def test_onecycle_reaches_its_end_when_images_repeat(tmp_path):
 
 def test_schedulers_are_upstreams():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
-    linear = loop.make_scheduler(opt, tiny_tc(lr_scheduler="linear", max_lr=3e-4), total_steps=100)
+    linear = runtime.make_scheduler(opt, tiny_tc(lr_scheduler="linear", max_lr=3e-4), total_steps=100)
     lrs = []
     for _ in range(100):
         lrs.append(linear.get_last_lr()[0])
@@ -157,7 +157,7 @@ def test_schedulers_are_upstreams():
     assert lrs[0] == pytest.approx(1e-4) and linear.get_last_lr()[0] == pytest.approx(3e-4)   # torch defaults
     assert all(np.diff(lrs) > 0)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
-    cycle = loop.make_scheduler(opt, tiny_tc(max_lr=3e-4, num_epochs=150), total_steps=150 * 31)
+    cycle = runtime.make_scheduler(opt, tiny_tc(max_lr=3e-4, num_epochs=150), total_steps=150 * 31)
     assert cycle.get_last_lr()[0] == pytest.approx(3e-4 / 25)                 # div_factor 25
     assert cycle.total_steps == 4650 and cycle._schedule_phases[0]["end_step"] == pytest.approx(2 / 150 * 4650 - 1)
 
@@ -217,7 +217,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, caplog):
     out = loop.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]}, stop_after=2)
     assert out == {"stopped_after": 2} and not (tmp_path / "split/train_stats.json").exists()
     assert checkpoint.read(tmp_path / "split/last.pth")["epoch"] == 2
-    with caplog.at_level(logging.INFO, logger="fmri_recon.train.loop"):
+    with caplog.at_level(logging.INFO, logger="fmri_recon.train"):
         loop.run(data, cfg, tc, tmp_path / "split", {"subjects": [1]})
     assert "resuming from" in caplog.text and "after epoch 2" in caplog.text
     a = checkpoint.read(tmp_path / "straight/last.pth")
@@ -230,7 +230,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, caplog):
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path, caplog):
     data = fake_data()
     loop.run(data, tiny_cfg(), tiny_tc(num_epochs=2), tmp_path, {"subjects": [1]})
-    with caplog.at_level(logging.WARNING, logger="fmri_recon.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="fmri_recon.train"):
         loop.run(data, tiny_cfg(), tiny_tc(num_epochs=2, max_lr=1e-3), tmp_path, {"subjects": [1]})
     assert "train_config.max_lr: checkpoint 0.003, config 0.001" in caplog.text and "from scratch" in caplog.text
     assert checkpoint.read(tmp_path / "last.pth")["train_config"]["max_lr"] == 1e-3
@@ -259,7 +259,7 @@ def test_multi_subject_pretraining_then_fine_tuning(tmp_path):
     pretrained = checkpoint.read(tmp_path / "pre/last.pth")["model_state_dict"]
     assert pretrained["ridge.linears.1.weight"].shape == (16, 25) and pre["params"]["ridge"] == 16 * 55 + 32
     model = MindEyeModel(tiny_cfg(voxels=(40,)))
-    loop.init_from_pretrained(model, tmp_path / "pre/last.pth")
+    runtime.init_from_pretrained(model, tmp_path / "pre/last.pth")
     state = model.state_dict()
     assert torch.equal(state["backbone.backbone_linear.weight"], pretrained["backbone.backbone_linear.weight"])
     assert torch.equal(state["ridge.linears.0.bias"], pretrained["ridge.linears.0.bias"])   # upstream's quirk
@@ -286,7 +286,7 @@ def test_fine_tuning_from_a_released_checkpoint(tmp_path):
     quirk), the optimizer state is not loaded, and the fine-tune learns."""
     released = released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30, 25)))
     model = MindEyeModel(tiny_cfg(voxels=(40,)))
-    loop.init_from_pretrained(model, tmp_path / "last.pth")
+    runtime.init_from_pretrained(model, tmp_path / "last.pth")
     state = model.state_dict()
     for key, value in released.items():
         if not key.startswith("ridge."):
@@ -308,7 +308,7 @@ def test_a_released_checkpoint_that_does_not_fit_names_the_key(tmp_path, change,
     released_checkpoint(tmp_path / "last.pth", tiny_cfg(voxels=(30, 25)))
     model = MindEyeModel(BrainConfig(**{**tiny_cfg().to_dict(), **change}))
     with pytest.raises(checkpoint.CheckpointMismatch, match=r"last.pth: does not fit the configured model: .*" + named):
-        loop.init_from_pretrained(model, tmp_path / "last.pth")
+        runtime.init_from_pretrained(model, tmp_path / "last.pth")
 
 
 def test_a_released_checkpoint_is_memory_mapped(tmp_path):
