@@ -69,3 +69,77 @@ def test_subject_leak(name: str, exp: dict) -> str | None:
                 f"final_multisubject_subj{subject:02d}/last.pth, pretrained without subject {subject} (hidden_dim "
                 "4096, blurry_recon true), or set allow_test_subject_in_pretraining: true if you mean it")
     return None
+
+
+def check(config: dict) -> list[str]:
+    """What the schema cannot express, one line per problem naming the key at fault (``config``
+    has the schema's defaults filled in and the sweeps expanded); empty when the config is sound."""
+    from fmri_recon import experiment
+
+    problems = []
+    for name in config["experiments"]:
+        problems += _experiment_problems(config, name, experiment.resolve(config, name))
+    problems += _stage_problems(config, experiment.subject_sessions(config))
+    return problems
+
+
+def _experiment_problems(config: dict, name: str, exp: dict) -> list[str]:
+    problems = []
+    leak = test_subject_leak(name, exp)
+    if leak:
+        problems.append(leak)
+    if exp["clip_target"] not in config["clip_models"]:
+        problems.append(
+            f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "
+            f"clip_models (have {sorted(config['clip_models'])})"
+        )
+    if exp.get("outputs") and (exp.get("checkpoint") or exp.get("init_from")):
+        problems.append(
+            f"config: experiments.{name} has outputs (score released reconstructions, no model) and "
+            "also checkpoint or init_from: keep one"
+        )
+    if exp.get("checkpoint") and exp.get("init_from"):
+        problems.append(
+            f"config: experiments.{name} has both checkpoint (evaluate a released model, no training) "
+            "and init_from (train from a start): keep one"
+        )
+    init = exp.get("init_from")
+    if (
+        init is not None
+        and not init.startswith(("data:", "file:"))
+        and (init not in config["experiments"] or init == name)
+    ):
+        problems.append(
+            f"config: experiments.{name}.init_from = {init!r} is not another experiment "
+            "(nor data:<file of the dataset repo> or file:<path> of a checkpoint)"
+        )
+    return problems
+
+
+def _stage_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]:
+    problems, decoder, refine = [], config["decoder"], config["refine"]
+    if decoder["clip"] not in config["clip_models"]:
+        problems.append(f"config: decoder.clip = {decoder['clip']!r} is not a key of clip_models")
+    if config["dataset"] == "synthetic" and decoder["weights"].startswith("data:"):
+        problems.append(
+            "config: dataset = synthetic needs decoder.weights = random or train (the synthetic "
+            "dataset has no unCLIP checkpoint)"
+        )
+    for key, spec in (("captions.weights", config["captions"]["weights"]), ("refine.base", refine["base"])):
+        if spec == "train" and config["dataset"] != "synthetic":
+            problems.append(
+                f"config: {key} = train needs dataset = synthetic (only it has captions of the train images)"
+            )
+    if refine["base"] == "train" and decoder["weights"] != "train":
+        problems.append("config: refine.base = train needs decoder.weights = train (it takes the trained VAE)")
+    if config["dataset"] == "synthetic":
+        syn = config["synthetic"]
+        for s, n in subject_sessions.items():
+            if s not in syn["subjects"]:
+                problems.append(f"config: subject {s} is used but synthetic.subjects = {syn['subjects']}")
+            if n > syn["num_sessions"]:
+                problems.append(
+                    f"config: {n} sessions of subject {s} are used but "
+                    f"synthetic.num_sessions = {syn['num_sessions']}"
+                )
+    return problems

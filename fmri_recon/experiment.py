@@ -6,16 +6,30 @@ what follows it, and changing a resource request (``train_mem_mb``) reruns nothi
 """
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent    # fmri_recon/
+
+# The keys an experiment routes to the brain model and to training are the fields of BrainConfig
+# and TrainConfig, read from their source (this module must stay free of torch: the Snakefile
+# imports it). A new key is the schema's entry and the dataclass field that uses it, no list here.
+FROM_DATA = ("num_voxels", "clip_seq_dim", "clip_emb_dim")    # BrainConfig fields set from the data and clip_models
+NO_EFFECT = ("device", "wandb", "wandb_project", "num_processes")   # TrainConfig fields that leave the result as is
+
+
+def dataclass_fields(module: str, name: str) -> tuple[str, ...]:
+    """The field names of dataclass ``name`` in ``fmri_recon/<module>``, in order, from its source."""
+    tree = ast.parse((PACKAGE / module).read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+    return tuple(n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name))
+
 
 # Brain model architecture (fmri_recon.models.BrainConfig fields, minus the data-derived ones).
-MODEL_KEYS = ("hidden_dim", "n_blocks", "backbone", "blurry_recon", "drop", "use_prior", "prior_depth",
-              "prior_dim_head", "prior_heads", "prior_timesteps", "prior_cond_drop_prob", "clip_scale",
-              "clip_exclude_mean")
+MODEL_KEYS = tuple(k for k in dataclass_fields("models/brain.py", "BrainConfig") if k not in FROM_DATA)
 # Optimisation (fmri_recon.train.loop.TrainConfig fields that change the result).
-TRAIN_KEYS = ("num_epochs", "batch_size", "grad_accum", "max_lr", "lr_scheduler", "mixup_pct", "clip_scale",
-              "prior_scale", "blur_scale", "blur_mix_targets", "ckpt_interval", "seed", "precision", "deepspeed_offload",
-              "activation_checkpointing", "val_images")
+TRAIN_KEYS = tuple(k for k in dataclass_fields("train/loop.py", "TrainConfig") if k not in NO_EFFECT)
 # Data and initialisation.
 DATA_KEYS = ("clip_target", "subjects", "num_sessions", "init_from")
 # An experiment with a ``checkpoint`` (a released model) is not trained: its stages load that file.
@@ -25,7 +39,7 @@ CHECKPOINT_KEY = "checkpoint"
 OUTPUTS_KEY = "outputs"
 RELEASED_OUTPUTS = ("recons", "enhancedrecons", "clipvoxels", "predcaptions")
 # Read by the stage but without effect on its result (no rerun when they change).
-RUNTIME_KEYS = ("device", "wandb", "wandb_project", "train_mem_mb", "train_runtime")
+RUNTIME_KEYS = (*NO_EFFECT, "train_mem_mb", "train_runtime")
 
 
 def resolve(config: dict, name: str) -> dict:
@@ -61,3 +75,26 @@ def brain_config(settings: dict, num_voxels: list[int]):
 
     return BrainConfig(num_voxels=list(num_voxels), clip_seq_dim=settings["clip"]["seq_dim"],
                        clip_emb_dim=settings["clip"]["emb_dim"], **{k: settings[k] for k in MODEL_KEYS if k in settings})
+
+
+def used_clip_models(config: dict) -> list[str]:
+    """The CLIP spaces the config's experiments predict."""
+    return sorted({resolve(config, e)["clip_target"] for e in config["experiments"]})
+
+
+def sessions_of(config: dict, names, out: dict | None = None) -> dict[int, int]:
+    """{subject: sessions} the experiments ``names`` read (the most sessions of each subject)."""
+    out = dict(out or {})
+    for exp in (resolve(config, n) for n in names):
+        for s in exp["subjects"]:
+            out[s] = max(out.get(s, 0), exp["num_sessions"])
+    return out
+
+
+def subject_sessions(config: dict, clip: str | None = None) -> dict[int, int]:
+    """{subject: sessions} every experiment (of CLIP space ``clip``, if given) reads. A space no
+    experiment predicts (the decoder's, when every experiment predicts another) is read by the
+    converters into it, which learn from the images of every experiment's runs."""
+    if clip is None or clip not in used_clip_models(config):
+        return sessions_of(config, config["experiments"], {config["subject"]: config["num_sessions"]})
+    return sessions_of(config, [e for e in config["experiments"] if resolve(config, e)["clip_target"] == clip])

@@ -1,5 +1,4 @@
 # Small input functions and config helpers shared by the rules.
-import csv
 import json
 import os
 import re
@@ -9,9 +8,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from fmri_recon import code_deps
-from fmri_recon.configuration import test_subject_leak
+from fmri_recon import configuration
 from fmri_recon import experiment as fmri_experiment
-from fmri_recon.data import nsd, synthetic
+from fmri_recon.data import download_plan, nsd, synthetic
 from fmri_recon import sweeps as fmri_sweeps
 
 SUBJECT = config["subject"]
@@ -91,25 +90,11 @@ def experiment(name):
 
 
 def used_clip_models():
-    return sorted({experiment(e)["clip_target"] for e in config["experiments"]})
-
-
-def sessions_of(names, out=None):
-    """{subject: sessions} the experiments `names` read (the most sessions of each subject)."""
-    out = dict(out or {})
-    for exp in map(experiment, names):
-        for s in exp["subjects"]:
-            out[s] = max(out.get(s, 0), exp["num_sessions"])
-    return out
+    return fmri_experiment.used_clip_models(config)
 
 
 def subject_sessions(clip=None):
-    """{subject: sessions} every experiment (of CLIP space `clip`, if given) reads. A space no
-    experiment predicts (the decoder's, when every experiment predicts another) is read by the
-    converters into it, which learn from the images of every experiment's runs."""
-    if clip is None or clip not in used_clip_models():
-        return sessions_of(config["experiments"], {SUBJECT: config["num_sessions"]})
-    return sessions_of(e for e in config["experiments"] if experiment(e)["clip_target"] == clip)
+    return fmri_experiment.subject_sessions(config, clip)
 
 
 def needed_files(subjects=None):
@@ -159,7 +144,7 @@ def lowlevel_weights(kind):
 
 def lowlevel_sessions():
     """{subject: sessions} the experiments with the blurry branch read."""
-    return sessions_of(blurry_experiments())
+    return fmri_experiment.sessions_of(config, blurry_experiments())
 
 
 # --------------------------------------------------------------------------- decoding stages
@@ -218,33 +203,6 @@ def converters(name):
 
 def evals_file(name, kind):
     return f"evals/{name}/{name}_all_{kind}.pt"
-
-
-def overview_columns():
-    """The overview figure's columns after the ground truth, as [title, file, file blended 3:1 into
-    it or None]: each upper bound, then each experiment the config names (not a sweep's points)
-    decoded here, by the stages its rows score (a blurry experiment's enhanced row is the blend)."""
-    swept = fmri_sweeps.made_names(SWEEPS)
-    names = sorted(n for n in decoded_names() if n not in swept)  # the YAML's key order reruns nothing
-    columns = [
-        [f"upper bound\n{recon_clip(n)}", evals_file(n, "recons"), None] for n in names if run_kind(n) == "upper_bound"
-    ]
-    for name in (n for n in names if run_kind(n) == "experiment"):
-        columns.append([f"{name}\nrecon", evals_file(name, "recons"), None])
-        if has_blurry(name):
-            columns.append([f"{name}\nblurry", evals_file(name, "blurryrecons"), None])
-        columns.append([f"{name}\nrefined", evals_file(name, "enhancedrecons"), None])
-        if has_blurry(name):
-            columns.append(
-                [f"{name}\nblend (scored)", evals_file(name, "enhancedrecons"), evals_file(name, "blurryrecons")]
-            )
-    return columns
-
-
-def overview_captions():
-    """The overview's caption column: the predicted captions of its first experiment by name."""
-    first = min(n for n in decoded_names() if run_kind(n) == "experiment")
-    return first, evals_file(first, "predcaptions")
 
 
 def subject_summary(subject=SUBJECT):
@@ -321,223 +279,12 @@ def planned_hub_files():
 
 def announce_downloads(plan):
     """Say on every run that still has hub files to fetch how many, and how many GB once the plan
-    rule's table `plan` has their sizes from the hub: no network while the DAG is built."""
+    rule's table `plan` has their sizes (fmri_recon.data.download_plan.summary)."""
     todo = [(repo, name) for _, repo, name, local in planned_hub_files() if not os.path.exists(local)]
-    if not todo:
-        return
-    sizes = {}
-    if os.path.exists(plan):
-        with open(plan, newline="") as f:
-            sizes = {(r["repo"], r["file"]): r["bytes"] for r in csv.DictReader(f, delimiter="\t")}
-    known = [sizes.get(key) for key in todo]
-    if all(known):
-        logger.info(f"download: {len(todo)} hub files to fetch, {sum(map(int, known)) / 1e9:.2f} GB ({plan})")
-    else:
-        logger.info(
-            f"download: {len(todo)} hub files to fetch; `snakemake {plan}` gives their sizes "
-            "from the hub's metadata (HEAD requests only)"
-        )
+    if todo:
+        logger.info(download_plan.summary(todo, plan))
 
 
-# --------------------------------------------------------------------------- cost of each stage
-def _job_files(rule, gpus=1, **wildcards):
-    """{benchmark, log, gpus} of one job of `rule` (its file names stay in the rule)."""
-    return {
-        "benchmark": expand(rule.benchmark, **wildcards)[0],
-        "log": expand(rule.log[0], **wildcards)[0],
-        "gpus": gpus,
-    }
-
-
-def cost_specs():
-    """{name: {stage: {benchmark, log, gpus}}}: the jobs behind each row of tables/metrics.csv."""
-    out = {}
-    for name in recon_names():
-        stages = {}
-        if run_kind(name) == "experiment" and "train" in brain_model_inputs(name):
-            stages["train"] = _job_files(rules.train, experiment(name)["num_processes"], experiment=name)
-        if name in decoded_names():
-            stages["reconstruct"] = _job_files(rules.reconstruct, name=name)
-            if has_blurry(name):
-                stages["blurry"] = _job_files(rules.blurry, name=name)
-            if run_kind(name) == "experiment":
-                stages["refine"] = _job_files(rules.refine, name=name)
-        stages["evaluate"] = _job_files(rules.evaluate, name=name)
-        out[name] = stages
-    return out
-
-
-def cost_files():
-    return [f for stages in cost_specs().values() for job in stages.values() for f in (job["benchmark"], job["log"])]
-
-
-# --------------------------------------------------------------------------- input functions
-REFINE = config["refine"]
-
-
-def refine_inputs(w):
-    """The SD-XL weights; for a single-file checkpoint also the folder of configs and tokenizers."""
-    inputs = {"base": weights_dir(REFINE["base"], "sdxl")}
-    if REFINE["base"].startswith("file:"):
-        spec = REFINE["single_file_config"]
-        inputs["single_file_config"] = (
-            f"{WEIGHTS}/configs/{spec[len('hf://'):]}" if spec.startswith("hf://") else weights_dir(spec, "sdxl")
-        )
-    return inputs
-
-
-def decoder_training_inputs(w):
-    """A tiny decoder's training data: the train images, their tokens (unCLIP) or captions (GIT,
-    SD-XL, which also takes the trained unCLIP VAE); the split says what is test."""
-    inputs = {
-        "images": data_input(nsd.IMAGES_FILE)(w),
-        "summaries": [subject_summary(s) for s in subject_sessions()],
-    }
-    if w.kind == "unclip":
-        inputs["targets"] = targets_path(DECODER["clip"])
-    else:
-        inputs["captions"] = data_path(synthetic.CAPTIONS_FILE)
-    if w.kind == "sdxl":
-        inputs["unclip"] = weights_dir("train", "unclip")
-    return inputs
-
-
-def train_inputs(w):
-    exp = experiment(w.experiment)
-    inputs = {
-        "targets": targets_path(exp["clip_target"]),
-        "summaries": [subject_summary(s) for s in exp["subjects"]],
-        "data": present([data_path(f) for f in needed_files(exp["subjects"])]),
-    }
-    init = exp.get("init_from")
-    if init and init.startswith(("data:", "file:")):  # a released checkpoint (or any last.pth)
-        inputs["init_ckpt"] = present([spec_file(init)])[0]
-    elif init:
-        inputs["init"] = train_stats(init)
-    if exp["blurry_recon"]:
-        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=present([lowlevel_weights("teacher")])[0])
-    return inputs
-
-
-def reconstruct_inputs(w):
-    inputs = {
-        "decoder": weights_dir(DECODER["weights"], "unclip"),
-        "git": weights_dir(config["captions"]["weights"], "git"),
-        "targets": targets_path(recon_clip(w.name)),
-        "summary": subject_summary(),
-        **converters(w.name),
-    }
-    if run_kind(w.name) == "experiment":
-        inputs.update(brain_model_inputs(w.name))
-    return inputs
-
-
-def evaluate_inputs(w):
-    ev, name = config["evaluate"], w.name
-    check_wordnet()
-    inputs = {
-        "recons": evals_file(name, "recons"),
-        "gt_images": data_input(nsd.EVAL_IMAGES)(w),
-        "coco": data_input(nsd.EVAL_CAPTIONS)(w),
-        "git_captions": data_input(nsd.EVAL_GIT_CAPTIONS)(w),
-        "targets": targets_path(recon_clip(name)),
-        "summary": subject_summary(),
-        "predcaptions": evals_file(name, "predcaptions"),
-    }
-    masks = optional_data(ev["masks"])
-    if masks:
-        inputs["masks"] = masks
-    if run_kind(name) == "experiment":
-        inputs.update(
-            enhanced=evals_file(name, "enhancedrecons"),
-            clipvoxels=evals_file(name, "clipvoxels"),
-            **brain_model_inputs(name),
-        )
-    if has_blurry(name):
-        inputs["blurry"] = evals_file(name, "blurryrecons")
-    inputs.update(metric_net_inputs(), gt_features=rules.gt_features.output[0])
-    gnet = optional_data(ev["gnet"][len("data:") :]) if ev["gnet"].startswith("data:") else None
-    if gnet:
-        inputs["gnet"] = gnet
-    return inputs
-
-
-def metric_net_inputs():
-    """The weights files of the image metrics' networks (none with random nets)."""
-    ev, inputs = config["evaluate"], {}
-    if ev["nets"] == "pretrained":
-        inputs.update({f"net_{n}": f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")})
-    if ev["clip_weights"] != "random":
-        inputs["clip_weights"] = f"{WEIGHTS}/hub/{ev['clip_weights'][len('hf://'):]}"
-    return inputs
-
-
-def check_wordnet():
-    """METEOR's WordNet, checked while the DAG is built (before any job) when evaluate will run."""
-    from fmri_recon.evaluate.metrics.captions import WordNetMissingError, ensure_wordnet
-
-    try:
-        ensure_wordnet()
-    except WordNetMissingError as e:
-        raise WorkflowError(f"the evaluate stage will need WordNet: {e}") from None
-
-
-def _check_config():
-    """Checks the schema cannot express; each names the key at fault."""
-    for name in config["experiments"]:
-        exp = experiment(name)
-        leak = test_subject_leak(name, exp)
-        if leak:
-            raise WorkflowError(leak)
-        if exp["clip_target"] not in config["clip_models"]:
-            raise WorkflowError(
-                f"config: experiments.{name}.clip_target = {exp['clip_target']!r} is not a key of "
-                f"clip_models (have {sorted(config['clip_models'])})"
-            )
-        if exp.get("outputs") and (exp.get("checkpoint") or exp.get("init_from")):
-            raise WorkflowError(
-                f"config: experiments.{name} has outputs (score released reconstructions, no model) and "
-                "also checkpoint or init_from: keep one"
-            )
-        if exp.get("checkpoint") and exp.get("init_from"):
-            raise WorkflowError(
-                f"config: experiments.{name} has both checkpoint (evaluate a released model, no training) "
-                "and init_from (train from a start): keep one"
-            )
-        init = exp.get("init_from")
-        if (
-            init is not None
-            and not init.startswith(("data:", "file:"))
-            and (init not in config["experiments"] or init == name)
-        ):
-            raise WorkflowError(
-                f"config: experiments.{name}.init_from = {init!r} is not another experiment "
-                "(nor data:<file of the dataset repo> or file:<path> of a checkpoint)"
-            )
-    if DECODER["clip"] not in config["clip_models"]:
-        raise WorkflowError(f"config: decoder.clip = {DECODER['clip']!r} is not a key of clip_models")
-    if config["dataset"] == "synthetic" and DECODER["weights"].startswith("data:"):
-        raise WorkflowError(
-            "config: dataset = synthetic needs decoder.weights = random or train (the synthetic "
-            "dataset has no unCLIP checkpoint)"
-        )
-    for key, spec in (("captions.weights", config["captions"]["weights"]), ("refine.base", REFINE["base"])):
-        if spec == "train" and config["dataset"] != "synthetic":
-            raise WorkflowError(
-                f"config: {key} = train needs dataset = synthetic (only it has captions of the train images)"
-            )
-    if REFINE["base"] == "train" and DECODER["weights"] != "train":
-        raise WorkflowError("config: refine.base = train needs decoder.weights = train (it takes the trained VAE)")
-    if config["dataset"] == "synthetic":
-        syn = config["synthetic"]
-        for s, n in subject_sessions().items():
-            if s not in syn["subjects"]:
-                raise WorkflowError(f"config: subject {s} is used but synthetic.subjects = {syn['subjects']}")
-            if n > syn["num_sessions"]:
-                raise WorkflowError(
-                    f"config: {n} sessions of subject {s} are used but "
-                    f"synthetic.num_sessions = {syn['num_sessions']}"
-                )
-
-
-_check_config()
+# Checks the schema cannot express (fmri_recon.configuration.check), before any job.
+if configuration.check(config):
+    raise WorkflowError("\n".join(configuration.check(config)))

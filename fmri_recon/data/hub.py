@@ -300,3 +300,4 @@ def _verify(path: Path, *, repo_id: str, filename: str, expected_size: int | Non
     else:
         # Non-LFS (small, git-stored) files carry a git blob sha1 as ETag: size check only.
         logger.info("%s is not an LFS file (ETag %s): checked its size only", filename, expected_etag)
+
