@@ -12,6 +12,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def train_config(exp: dict, spec: dict):
+    """The TrainConfig of an experiment's train params (which also hold model and data keys): its
+    fields that the experiment sets, and the job's device, logging and process count."""
+    from fmri_recon.train import loop
+
+    train_keys = {f.name for f in fields(loop.TrainConfig)}
+    return loop.TrainConfig.from_dict({**{k: v for k, v in exp.items() if k in train_keys},
+                                       "device": spec["device"], "wandb": spec["wandb"],
+                                       "num_processes": spec["num_processes"]})
+
+
 def run(spec: dict) -> dict:
     """Train the experiment of ``spec``; the run's summary (fmri_recon.train.loop.run)."""
     import torch
@@ -27,10 +38,7 @@ def run(spec: dict) -> dict:
                            spec["targets"], lowlevel_path=spec["lowlevel"] if blurry else None)
     teacher = lowlevel.load_teacher(spec["teacher"], tiny=spec["tiny_teacher"]) if blurry else None
     brain = experiment.brain_config(exp, [s.num_voxels for s in data.subjects])
-    train_keys = {f.name for f in fields(loop.TrainConfig)}      # the experiment also holds model and data keys
-    tc = loop.TrainConfig.from_dict({**{k: v for k, v in exp.items() if k in train_keys},
-                                      "device": spec["device"], "wandb": spec["wandb"],
-                                      "num_processes": spec["num_processes"]})
+    tc = train_config(exp, spec)
     desc = {"subjects": exp["subjects"], "num_sessions": exp["num_sessions"], "clip": exp["clip"],
             "num_voxels": brain.num_voxels, "init_from": spec["init"]}
     if blurry:
