@@ -31,7 +31,7 @@ def main() -> None:
     from fmri_recon.evaluate import score
     from fmri_recon.configuration import defaults
     from fmri_recon.decode.captions import GitCaptioner
-    from fmri_recon.evaluate.metrics import brain, captions, image
+    from fmri_recon.evaluate.metrics import brain, captions, feature_nets, image
     from fmri_recon.decode.unclip import UnclipDecoder
 
     g = torch.Generator().manual_seed(0)
@@ -59,7 +59,7 @@ def main() -> None:
     models = score.feature_models("random", clip_arch="tiny-ViT-B-32")
     for name in score.NETS:   # features of the ground truth and of the reconstructions
         rows[f"evaluate: {name} features (random init)"] = timed(
-            lambda: [image.extract(name, models[name], x) for x in (gt, rec)], n)
+            lambda: [feature_nets.extract(name, models[name], x) for x in (gt, rec)], n)
     gnet = brain.GNet8Encoder(subjects={1: 600})
     rows["evaluate: GNet8 brain prediction"] = timed(lambda: brain.predict_voxels(gnet, rec, 1), n)
     sent = captions.load_sentence_model()

@@ -28,8 +28,8 @@ def dataclass_fields(module: str, name: str) -> tuple[str, ...]:
 
 # Brain model architecture (fmri_recon.models.BrainConfig fields, minus the data-derived ones).
 MODEL_KEYS = tuple(k for k in dataclass_fields("models/brain.py", "BrainConfig") if k not in FROM_DATA)
-# Optimisation (fmri_recon.train.loop.TrainConfig fields that change the result).
-TRAIN_KEYS = tuple(k for k in dataclass_fields("train/loop.py", "TrainConfig") if k not in NO_EFFECT)
+# Optimisation (fmri_recon.train.config.TrainConfig fields that change the result).
+TRAIN_KEYS = tuple(k for k in dataclass_fields("train/config.py", "TrainConfig") if k not in NO_EFFECT)
 # Data and initialisation.
 DATA_KEYS = ("clip_target", "subjects", "num_sessions", "init_from")
 # An experiment with a ``checkpoint`` (a released model) is not trained: its stages load that file.

@@ -20,6 +20,7 @@ from fmri_recon import helpers
 from fmri_recon.data import nsd
 from fmri_recon.evaluate.metrics import brain as brain_metrics
 from fmri_recon.evaluate.metrics import captions as caption_metrics
+from fmri_recon.evaluate.metrics import feature_nets
 from fmri_recon.evaluate.metrics import image as image_metrics
 from fmri_recon.evaluate.metrics.retrieval import retrieval
 
@@ -36,7 +37,7 @@ def feature_models(nets, device="cpu", clip_arch: str = "ViT-L-14-quickgelu", se
     models = {}
     for name in NETS:
         weights = None if nets == "random" else nets[name]
-        models[name] = image_metrics.build_feature_model(name, weights, seed=seed, device=device, clip_arch=clip_arch)
+        models[name] = feature_nets.build_feature_model(name, weights, seed=seed, device=device, clip_arch=clip_arch)
     return models
 
 
@@ -107,7 +108,7 @@ def ground_truth_features(gt: torch.Tensor, models: dict, device="cpu", batch_si
     evaluate job of a run, so the gt_features rule computes them once (about 16 s on 2 cores with
     the demo's random nets, most of it Inception at 342 px)."""
     gt = image_metrics.resize_256(gt)
-    return {k: image_metrics.extract(k, models[k], gt, batch_size, device=device)
+    return {k: feature_nets.extract(k, models[k], gt, batch_size, device=device)
             for k in image_metrics.METRIC_KEYS[2:] if k in models}
 
 
@@ -131,7 +132,7 @@ def score_images(images: dict[str, torch.Tensor], gt: torch.Tensor, models: dict
     gt_features = dict(gt_features or {})       # ground-truth features: computed once for all stages
     for stage, rec in images.items():
         log.info("scoring %s (%d images)", stage, len(rec))
-        image[stage] = image_metrics.image_metrics(gt, rec, models, device=device, gt_features=gt_features,
+        image[stage] = feature_nets.image_metrics(gt, rec, models, device=device, gt_features=gt_features,
                                                    batch_size=batch_size)
         if gnet is not None:
             pred = brain_metrics.predict_voxels(gnet, image_metrics.resize_256(rec), subject, device=device,

@@ -99,7 +99,7 @@ def experiment_rows(experiment: str, *, n_test_images: int, subject: int | None 
                     train_stats: Mapping[str, Any] | None = None, notes: str | None = None) -> list[dict[str, Any]]:
     """Rows of one experiment, one per stage present in ``image`` or ``brain`` (in :data:`STAGES` order).
 
-    * ``image``: stage -> :func:`fmri_recon.evaluate.metrics.image.image_metrics` result;
+    * ``image``: stage -> :func:`fmri_recon.evaluate.metrics.feature_nets.image_metrics` result;
     * ``brain``: stage -> :func:`fmri_recon.evaluate.metrics.brain.brain_correlation` result;
     * ``retrieval``: :func:`fmri_recon.evaluate.metrics.retrieval.retrieval` result;
     * ``captions``: :func:`fmri_recon.evaluate.metrics.captions.caption_metrics` of brain vs COCO captions;

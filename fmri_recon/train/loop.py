@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 
 from fmri_recon.models import BrainConfig, MindEyeModel, parameter_counts
 from fmri_recon.train import distributed, losses
+from fmri_recon.train.config import TrainConfig
 from fmri_recon.train.dataset import TrainData
 from fmri_recon.train.runtime import (  # what runs around the loop: set-up, state, output
     DEEPSPEED_DIR, Progress, build_model, checkpoint_state, finish, log_start, make_accelerator,
@@ -38,39 +38,6 @@ from fmri_recon.train.runtime import (  # what runs around the loop: set-up, sta
 from fmri_recon.train.validation import validate
 
 log = logging.getLogger(__package__)   # one logger for the train stage: "fmri_recon.train"
-
-
-@dataclass
-class TrainConfig:
-    num_epochs: int = 150
-    batch_size: int = 24            # global batch (split evenly over subjects)
-    grad_accum: int = 1             # micro-batches per optimizer step
-    max_lr: float = 3e-4
-    lr_scheduler: str = "cycle"     # cycle (OneCycle) | linear
-    mixup_pct: float = 0.33
-    clip_scale: float = 1.0
-    prior_scale: float = 30.0
-    blur_scale: float = 0.5
-    # Upstream mixes the latent targets during mixup only *after* computing the L1 loss, so its
-    # loss uses unmixed targets (kept: False); True mixes them like the voxels first.
-    blur_mix_targets: bool = False
-    ckpt_interval: int = 5
-    seed: int = 42
-    precision: str = "bf16"         # fp32 | bf16 | fp16
-    deepspeed_offload: bool = False  # DeepSpeed ZeRO-2 + CPU optimizer offload (bf16 weights, no autocast)
-    num_processes: int = 1          # ranks (GPUs) sharing each global batch (fmri_recon.train.distributed)
-    activation_checkpointing: bool = True   # recompute the prior's layers in backward (same gradients)
-    val_images: int = 300           # first N unique test images, as upstream's validation
-    device: str = "auto"
-    wandb: bool = False
-    wandb_project: str = "fmri-reconstruction"
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:  # loud: a misspelt setting would otherwise train with the default
-            raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- one step

@@ -14,7 +14,6 @@ import resource
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,10 +21,8 @@ import torch
 from fmri_recon import helpers
 from fmri_recon.models import BrainConfig, MindEyeModel
 from fmri_recon.train import checkpoint, distributed, losses
+from fmri_recon.train.config import TrainConfig
 from fmri_recon.train.dataset import TrainData
-
-if TYPE_CHECKING:
-    from fmri_recon.train.loop import TrainConfig
 
 log = logging.getLogger(__package__)   # one logger for the train stage: "fmri_recon.train"
 

@@ -128,7 +128,7 @@ ON_PURPOSE: dict = {}
 
 
 @pytest.mark.parametrize("cls, block", [("fmri_recon.models.BrainConfig", "model"),
-                                        ("fmri_recon.train.loop.TrainConfig", "model"),
+                                        ("fmri_recon.train.config.TrainConfig", "model"),
                                         ("fmri_recon.data.synthetic.SyntheticConfig", "synthetic")])
 def test_package_defaults_agree_with_the_schema(cls, block):
     module, name = cls.rsplit(".", 1)

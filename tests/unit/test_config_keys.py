@@ -55,7 +55,7 @@ PROBE_SCHEMA = {"      hidden_dim: {type: integer, minimum: 1}\n":
                 "      probe_width: {type: integer}\n      probe_rate: {type: number}\n",
                 "      hidden_dim: {default: 1024}\n": "      probe_width: {default: 3}\n      probe_rate: {default: 0.5}\n"}
 PROBE_CODE = {"models/brain.py": ("    prior_cond_drop_prob: float = 0.2\n", "    probe_width: int = 3\n"),
-              "train/loop.py": ("    val_images: int = 300", "    probe_rate: float = 0.5\n")}
+              "train/config.py": ("    val_images: int = 300", "    probe_rate: float = 0.5\n")}
 PROBE_RUN = """
 import json, sys
 sys.path[:0] = [sys.argv[1], *sys.argv[2].split(":")]

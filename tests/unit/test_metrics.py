@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fmri_recon.evaluate.metrics import feature_nets as N
 from fmri_recon.evaluate.metrics import image as M
 import fmri_recon.evaluate.metrics.retrieval as R
 
@@ -18,7 +19,7 @@ def smooth_images(n, size=64, seed=0):
 
 @pytest.fixture(scope="module")
 def alexnet2():
-    return M.build_feature_model("alexnet2", None, seed=0)
+    return N.build_feature_model("alexnet2", None, seed=0)
 
 
 # --------------------------------------------------------------------------- low level
@@ -123,10 +124,10 @@ def test_correlation_distance():
 
 def test_identical_images_alexnet_two_way_is_one(alexnet2):
     x = smooth_images(8, size=32, seed=7)
-    feats = M.extract("alexnet2", alexnet2, M.resize_256(x), batch_size=4)
+    feats = N.extract("alexnet2", alexnet2, M.resize_256(x), batch_size=4)
     assert feats.shape == (8, 192 * 31 * 31) and feats.dtype == torch.float32
     assert M.two_way_identification(feats, feats) == 1.0
-    out = M.image_metrics(x, x, {"alexnet2": alexnet2})
+    out = N.image_metrics(x, x, {"alexnet2": alexnet2})
     assert list(out) == ["pixcorr", "ssim", "alexnet2", "pixcorr_ci95", "ssim_ci95", "alexnet2_ci95"]
     assert out["pixcorr"] == pytest.approx(1.0) and out["ssim"] == pytest.approx(1.0)
     assert out["alexnet2"] == 1.0
@@ -140,7 +141,7 @@ def test_extract_preprocessing_for_clip_callable():
         return x[:, :, :4, :4].flatten(1)[:, :5]
 
     x = M.resize_256(smooth_images(3, seed=8))
-    feats = M.extract("clip", encode_image, x, batch_size=2)
+    feats = N.extract("clip", encode_image, x, batch_size=2)
     assert feats.shape == (3, 5) and [len(s) for s in seen] == [2, 1]
     got = torch.cat(seen)
     ref = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=False)
@@ -150,33 +151,33 @@ def test_extract_preprocessing_for_clip_callable():
 
 
 def test_feature_table():
-    t = M.FEATURE_NETS
+    t = N.FEATURE_NETS
     assert set(t) == set(M.METRIC_KEYS[2:])
     assert (t["alexnet2"].return_node, t["alexnet5"].return_node) == ("features.4", "features.11")
     assert {k: t[k].resize for k in t} == {"alexnet2": 256, "alexnet5": 256, "inception": 342, "clip": 224,
                                            "efficientnet": 255, "swav": 224}
     assert {k for k in t if t[k].score == "distance"} == {"efficientnet", "swav"}
-    assert t["clip"].mean == M.CLIP_MEAN and t["swav"].mean == M.IMAGENET_MEAN
+    assert t["clip"].mean == M.CLIP_MEAN and t["swav"].mean == N.IMAGENET_MEAN
 
 
 @pytest.fixture(scope="module")
 def effnet():
-    return M.build_feature_model("efficientnet", None, seed=0)
+    return N.build_feature_model("efficientnet", None, seed=0)
 
 
 def test_all_nets_identical_images_score_perfectly(effnet):
     x = smooth_images(2, size=32, seed=9)
-    models = {k: M.build_feature_model(k, None) for k in ("alexnet5", "swav")}
+    models = {k: N.build_feature_model(k, None) for k in ("alexnet5", "swav")}
     models["efficientnet"] = effnet
     models["clip"] = lambda z: z[:, :, ::16, ::16].flatten(1)
-    out = M.image_metrics(x, x, models, batch_size=2)
+    out = N.image_metrics(x, x, models, batch_size=2)
     keys = ["pixcorr", "ssim", "alexnet5", "clip", "efficientnet", "swav"]
     assert list(out) == keys + [f"{k}_ci95" for k in keys]
     for k in ("alexnet5", "clip"):
         assert out[k] == 1.0
     for k in ("efficientnet", "swav"):
         assert out[k] == pytest.approx(0.0, abs=1e-6)
-    assert M.extract("efficientnet", effnet, M.resize_256(x)).shape == (2, 1280)
+    assert N.extract("efficientnet", effnet, M.resize_256(x)).shape == (2, 1280)
 
 
 def test_ground_truth_features_are_computed_once_per_experiment():
@@ -186,16 +187,16 @@ def test_ground_truth_features_are_computed_once_per_experiment():
         return z[:, :, ::16, ::16].flatten(1)
     gt, a, b = (smooth_images(3, size=32, seed=s) for s in (1, 2, 3))
     memo = {}
-    first = M.image_metrics(gt, a, {"clip": clip}, gt_features=memo)
-    second = M.image_metrics(gt, b, {"clip": clip}, gt_features=memo)
+    first = N.image_metrics(gt, a, {"clip": clip}, gt_features=memo)
+    second = N.image_metrics(gt, b, {"clip": clip}, gt_features=memo)
     assert calls == [3, 3, 3] and set(memo) == {"clip"}        # gt, a, then only b
-    assert first == M.image_metrics(gt, a, {"clip": clip}) and second == M.image_metrics(gt, b, {"clip": clip})
+    assert first == N.image_metrics(gt, a, {"clip": clip}) and second == N.image_metrics(gt, b, {"clip": clip})
 
 
 def test_inception_features():
-    inception = M.build_feature_model("inception", None)
+    inception = N.build_feature_model("inception", None)
     x = M.resize_256(smooth_images(2, size=32, seed=10))
-    feats = M.extract("inception", inception, x)
+    feats = N.extract("inception", inception, x)
     assert feats.shape == (2, 2048)
     assert M.two_way_identification(feats, feats) == 1.0
 
@@ -207,25 +208,25 @@ def test_build_loads_state_dict_strictly(tmp_path, effnet):
     net = torchvision.models.efficientnet_b1(weights=None).eval()
     path = tmp_path / "effnet.pth"
     torch.save(net.state_dict(), path)
-    loaded = M.build_feature_model("efficientnet", str(path))
+    loaded = N.build_feature_model("efficientnet", str(path))
     x = M.resize_256(smooth_images(2, size=32))
-    mean = torch.tensor(M.IMAGENET_MEAN)[None, :, None, None]
-    std = torch.tensor(M.IMAGENET_STD)[None, :, None, None]
+    mean = torch.tensor(N.IMAGENET_MEAN)[None, :, None, None]
+    std = torch.tensor(N.IMAGENET_STD)[None, :, None, None]
     z = F.interpolate(x, size=(255, 255), mode="bilinear", align_corners=False, antialias=False)
     with torch.no_grad():
         ref = net.avgpool(net.features((z - mean) / std)).flatten(1)
-    torch.testing.assert_close(M.extract("efficientnet", loaded, x), ref)
-    assert not torch.allclose(M.extract("efficientnet", effnet, x), ref, rtol=1e-3, atol=0)
+    torch.testing.assert_close(N.extract("efficientnet", loaded, x), ref)
+    assert not torch.allclose(N.extract("efficientnet", effnet, x), ref, rtol=1e-3, atol=0)
     sd = net.state_dict()
     del sd["features.0.0.weight"]
     torch.save(sd, path)
     with pytest.raises(RuntimeError):
-        M.build_feature_model("efficientnet", str(path))
+        N.build_feature_model("efficientnet", str(path))
 
 
 def test_seeded_random_init_is_reproducible_and_leaves_global_rng(alexnet2):
     state = torch.random.get_rng_state()
-    again = M.build_feature_model("alexnet2", None, seed=0)
+    again = N.build_feature_model("alexnet2", None, seed=0)
     assert torch.equal(torch.random.get_rng_state(), state)
     for a, b in zip(alexnet2.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
@@ -240,13 +241,13 @@ def test_swav_checkpoint_layout_is_accepted(tmp_path):
     sd["module.prototypes.weight"] = torch.zeros(2, 2)
     path = tmp_path / "swav.pth"
     torch.save(sd, path)
-    model = M.build_feature_model("swav", str(path))
+    model = N.build_feature_model("swav", str(path))
     got = model.state_dict()
     assert torch.equal(got["conv1.weight"], net.state_dict()["conv1.weight"])
     del sd["module.conv1.weight"]
     torch.save(sd, path)
     with pytest.raises(RuntimeError):
-        M.build_feature_model("swav", str(path))
+        N.build_feature_model("swav", str(path))
 
 
 # --------------------------------------------------------------------------- retrieval
@@ -365,7 +366,7 @@ def test_bootstrap_interval_of_a_fair_coin_matches_its_normal_interval():
 def test_image_metrics_intervals_come_from_the_per_image_scores():
     gt = smooth_images(12, size=32, seed=3)
     rec = (gt + 0.3 * smooth_images(12, size=32, seed=4)).clamp(0, 1)
-    out = M.image_metrics(gt, rec)
+    out = N.image_metrics(gt, rec)
     g = M._resize(M.resize_256(gt), M.LOWLEVEL_SIZE).reshape(12, -1).numpy()
     r = M._resize(M.resize_256(rec), M.LOWLEVEL_SIZE).reshape(12, -1).numpy()
     by_hand = np.array([np.corrcoef(g[i], r[i])[0, 1] for i in range(12)])

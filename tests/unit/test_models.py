@@ -13,7 +13,7 @@ import torch
 
 from fmri_recon.models import (BrainConfig, BrainDiffusionPrior, MindEyeModel, PriorConfig,
                                ddim_time_pairs, parameter_counts)
-from fmri_recon.models.prior import RelPosBias
+from fmri_recon.models.prior_layers import RelPosBias
 
 # The Appendix A check config: S=16, E=64, h=256, V=2000, H=1, D=64.
 SMALL = dict(num_voxels=[2000], hidden_dim=256, clip_seq_dim=16, clip_emb_dim=64, prior_dim_head=64)

@@ -325,7 +325,7 @@ def test_a_released_checkpoint_is_memory_mapped(tmp_path):
 
     def peak_mb(path):
         # VmHWM: this process's peak (ru_maxrss would carry over the forking pytest's)
-        code = ("import sys; from fmri_recon import checkpoint; "
+        code = ("import sys; from fmri_recon.train import checkpoint; "
                 "state = checkpoint.read_model_state(sys.argv[1]); assert 'backbone.backbone_linear.weight' in state; "
                 "print([int(line.split()[1]) / 1024 for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
         out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)

@@ -19,6 +19,7 @@ from fmri_recon.evaluate import score, tables
 from fmri_recon.targets.clip_targets import TargetCache
 from fmri_recon.decode.tiny_vae import TRAINING_JSON
 from fmri_recon.evaluate.metrics import captions as caption_metrics
+from fmri_recon.evaluate.metrics import feature_nets
 from fmri_recon.evaluate.metrics import image as image_metrics
 
 pytestmark = pytest.mark.e2e
@@ -50,11 +51,11 @@ def chance(run) -> dict:
     against another test image's ground truth; its captions against every other image's caption."""
     gt = score.load_pt(run / "data" / nsd.EVAL_IMAGES).float()
     coco = [str(c) for c in score.load_pt(run / "data" / nsd.EVAL_CAPTIONS)]
-    alexnet = {TWO_WAY: image_metrics.build_feature_model(TWO_WAY, None, seed=0)}   # evaluate's random net
+    alexnet = {TWO_WAY: feature_nets.build_feature_model(TWO_WAY, None, seed=0)}   # evaluate's random net
     out = {}
     for name in [*PAIRS, *set(PAIRS.values())]:
         recons = score.load_pt(run / f"evals/{name}/{name}_all_recons.pt").float()
-        scores = image_metrics.image_metrics(gt[others(len(gt))], recons, alexnet)
+        scores = feature_nets.image_metrics(gt[others(len(gt))], recons, alexnet)
         pred = [str(c) for c in score.load_pt(run / f"evals/{name}/{name}_all_predcaptions.pt")]
         meteor = np.mean([caption_metrics.meteor([pred[i]] * (len(coco) - 1), coco[:i] + coco[i + 1:])
                           for i in range(len(coco))])
