@@ -7,7 +7,7 @@
 
 The peak RSS of a CPU process running the same computation in the same precision regime
 (weights, gradients, optimizer state, activations) approximates the GPU memory of that step
-(README "One 24 GB GPU"). Each measurement is a fresh process going through the train
+(docs/costs_and_memory.md). Each measurement is a fresh process going through the train
 stage's own code (``runtime.build_model``, ``loop.prepare``, ``loop.train_epoch``) on random
 voxels and targets of the real shapes; the process's memory before the model exists is
 subtracted. Regimes:

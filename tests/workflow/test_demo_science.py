@@ -4,7 +4,7 @@ the low-level pixels, and breaking the decode path shows.
 
 Chance is measured, not assumed: each row's own images (or captions) scored against the ground
 truth of other test images. Margins are set from measured demo runs with room to spare; the
-measured values are in the comments (README "What the demo shows").
+measured values are in the comments (docs/demo.md).
 """
 import json
 from types import SimpleNamespace
