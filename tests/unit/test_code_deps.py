@@ -163,3 +163,42 @@ def test_no_comment_cites_a_file_outside_the_repository():
         for doc in re.findall(r"docs/[\w.]+", text):
             assert (REPO / doc).exists(), f"{path.relative_to(REPO)} cites {doc}, which does not exist"
 
+
+
+# Stage packages in the order of the workflow; a module imports only from its own stage, an
+# earlier one or the shared modules (docs/architecture.md, "Import direction").
+STAGES = ("data", "targets", "models", "train", "decode", "evaluate", "explore")
+SHARED = {"helpers", "resize", "runlog", "code_deps", "configuration", "experiment", "sweeps"}
+MAX_LINES = 400
+
+
+def stage_of(path: Path) -> int | None:
+    part = path.relative_to(PACKAGE).parts[0]
+    return STAGES.index(part) if part in STAGES else None
+
+
+def test_the_package_is_stage_packages_and_a_few_shared_modules():
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == SHARED, f"modules outside a stage package: {sorted(top - SHARED)}"
+    dirs = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert dirs == set(STAGES), dirs
+    long = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def upward_imports(root: Path = REPO) -> set[tuple[str, str]]:
+    """(module, stage module it imports) pairs that point up: from a shared module into a stage
+    package, or from a stage package into a later one."""
+    found = set()
+    for path in (root / "fmri_recon").rglob("*.py"):
+        here = stage_of(path)
+        for dep in code_deps.package_imports(path, root):
+            there = stage_of(dep)
+            if there is not None and (here is None or there > here):
+                found.add((str(path.relative_to(root)), str(dep.relative_to(root))))
+    return found
+
+
+def test_stage_packages_import_only_downward():
+    # the one exception: experiment.brain_config builds the model's config, importing it inside the function
+    assert upward_imports() == {("fmri_recon/experiment.py", "fmri_recon/models/__init__.py")}
