@@ -285,6 +285,176 @@ def announce_downloads(plan):
         logger.info(download_plan.summary(todo, plan))
 
 
+# --------------------------------------------------------------------------- input functions of the stages
+REFINE = config["refine"]
+
+
+def refine_inputs(w):
+    """The SD-XL weights; for a single-file checkpoint also the folder of configs and tokenizers."""
+    inputs = {"base": weights_dir(REFINE["base"], "sdxl")}
+    if REFINE["base"].startswith("file:"):
+        spec = REFINE["single_file_config"]
+        inputs["single_file_config"] = (
+            f"{WEIGHTS}/configs/{spec[len('hf://'):]}" if spec.startswith("hf://") else weights_dir(spec, "sdxl")
+        )
+    return inputs
+
+
+def train_inputs(w):
+    exp = experiment(w.experiment)
+    inputs = {
+        "targets": targets_path(exp["clip_target"]),
+        "summaries": [subject_summary(s) for s in exp["subjects"]],
+        "data": present([data_path(f) for f in needed_files(exp["subjects"])]),
+    }
+    init = exp.get("init_from")
+    if init and init.startswith(("data:", "file:")):  # a released checkpoint (or any last.pth)
+        inputs["init_ckpt"] = present([spec_file(init)])[0]
+    elif init:
+        inputs["init"] = train_stats(init)
+    if exp["blurry_recon"]:
+        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=present([lowlevel_weights("teacher")])[0])
+    return inputs
+
+
+def reconstruct_inputs(w):
+    inputs = {
+        "decoder": weights_dir(DECODER["weights"], "unclip"),
+        "git": weights_dir(config["captions"]["weights"], "git"),
+        "targets": targets_path(recon_clip(w.name)),
+        "summary": subject_summary(),
+        **converters(w.name),
+    }
+    if run_kind(w.name) == "experiment":
+        inputs.update(brain_model_inputs(w.name))
+    return inputs
+
+
+def decoder_training_inputs(w):
+    """A tiny decoder's training data: the train images, their tokens (unCLIP) or captions (GIT,
+    SD-XL, which also takes the trained unCLIP VAE); the split says what is test."""
+    inputs = {
+        "images": data_input(nsd.IMAGES_FILE)(w),
+        "summaries": [subject_summary(s) for s in subject_sessions()],
+    }
+    if w.kind == "unclip":
+        inputs["targets"] = targets_path(DECODER["clip"])
+    else:
+        inputs["captions"] = data_path(synthetic.CAPTIONS_FILE)
+    if w.kind == "sdxl":
+        inputs["unclip"] = weights_dir("train", "unclip")
+    return inputs
+
+
+def evaluate_inputs(w):
+    ev, name = config["evaluate"], w.name
+    check_wordnet()
+    inputs = {
+        "recons": evals_file(name, "recons"),
+        "gt_images": data_input(nsd.EVAL_IMAGES)(w),
+        "coco": data_input(nsd.EVAL_CAPTIONS)(w),
+        "git_captions": data_input(nsd.EVAL_GIT_CAPTIONS)(w),
+        "targets": targets_path(recon_clip(name)),
+        "summary": subject_summary(),
+        "predcaptions": evals_file(name, "predcaptions"),
+    }
+    masks = optional_data(ev["masks"])
+    if masks:
+        inputs["masks"] = masks
+    if run_kind(name) == "experiment":
+        inputs.update(
+            enhanced=evals_file(name, "enhancedrecons"),
+            clipvoxels=evals_file(name, "clipvoxels"),
+            **brain_model_inputs(name),
+        )
+    if has_blurry(name):
+        inputs["blurry"] = evals_file(name, "blurryrecons")
+    inputs.update(metric_net_inputs(), gt_features=rules.gt_features.output[0])
+    gnet = optional_data(ev["gnet"][len("data:") :]) if ev["gnet"].startswith("data:") else None
+    if gnet:
+        inputs["gnet"] = gnet
+    return inputs
+
+
+def metric_net_inputs():
+    """The weights files of the image metrics' networks (none with random nets)."""
+    ev, inputs = config["evaluate"], {}
+    if ev["nets"] == "pretrained":
+        inputs.update({f"net_{n}": f"{WEIGHTS}/eval/{n}.pth" for n in ("alexnet", "inception", "efficientnet", "swav")})
+    if ev["clip_weights"] != "random":
+        inputs["clip_weights"] = f"{WEIGHTS}/hub/{ev['clip_weights'][len('hf://'):]}"
+    return inputs
+
+
+def check_wordnet():
+    """METEOR's WordNet, checked while the DAG is built (before any job) when evaluate will run."""
+    from fmri_recon.evaluate.metrics.captions import WordNetMissingError, ensure_wordnet
+
+    try:
+        ensure_wordnet()
+    except WordNetMissingError as e:
+        raise WorkflowError(f"the evaluate stage will need WordNet: {e}") from None
+
+
+def overview_columns():
+    """The overview figure's columns after the ground truth, as [title, file, file blended 3:1 into
+    it or None]: each upper bound, then each experiment the config names (not a sweep's points)
+    decoded here, by the stages its rows score (a blurry experiment's enhanced row is the blend)."""
+    swept = fmri_sweeps.made_names(SWEEPS)
+    names = sorted(n for n in decoded_names() if n not in swept)  # the YAML's key order reruns nothing
+    columns = [
+        [f"upper bound\n{recon_clip(n)}", evals_file(n, "recons"), None] for n in names if run_kind(n) == "upper_bound"
+    ]
+    for name in (n for n in names if run_kind(n) == "experiment"):
+        columns.append([f"{name}\nrecon", evals_file(name, "recons"), None])
+        if has_blurry(name):
+            columns.append([f"{name}\nblurry", evals_file(name, "blurryrecons"), None])
+        columns.append([f"{name}\nrefined", evals_file(name, "enhancedrecons"), None])
+        if has_blurry(name):
+            columns.append(
+                [f"{name}\nblend (scored)", evals_file(name, "enhancedrecons"), evals_file(name, "blurryrecons")]
+            )
+    return columns
+
+
+def overview_captions():
+    """The overview's caption column: the predicted captions of its first experiment by name."""
+    first = min(n for n in decoded_names() if run_kind(n) == "experiment")
+    return first, evals_file(first, "predcaptions")
+
+
+# --------------------------------------------------------------------------- cost of each stage
+def _job_files(rule, gpus=1, **wildcards):
+    """{benchmark, log, gpus} of one job of `rule` (its file names stay in the rule)."""
+    return {
+        "benchmark": expand(rule.benchmark, **wildcards)[0],
+        "log": expand(rule.log[0], **wildcards)[0],
+        "gpus": gpus,
+    }
+
+
+def cost_specs():
+    """{name: {stage: {benchmark, log, gpus}}}: the jobs behind each row of tables/metrics.csv."""
+    out = {}
+    for name in recon_names():
+        stages = {}
+        if run_kind(name) == "experiment" and "train" in brain_model_inputs(name):
+            stages["train"] = _job_files(rules.train, experiment(name)["num_processes"], experiment=name)
+        if name in decoded_names():
+            stages["reconstruct"] = _job_files(rules.reconstruct, name=name)
+            if has_blurry(name):
+                stages["blurry"] = _job_files(rules.blurry, name=name)
+            if run_kind(name) == "experiment":
+                stages["refine"] = _job_files(rules.refine, name=name)
+        stages["evaluate"] = _job_files(rules.evaluate, name=name)
+        out[name] = stages
+    return out
+
+
+def cost_files():
+    return [f for stages in cost_specs().values() for job in stages.values() for f in (job["benchmark"], job["log"])]
+
+
 # Checks the schema cannot express (fmri_recon.configuration.check), before any job.
 if configuration.check(config):
     raise WorkflowError("\n".join(configuration.check(config)))

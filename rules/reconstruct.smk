@@ -2,19 +2,6 @@
 # test voxels -> brain model -> prior -> unCLIP decoder images + GIT captions -> evals/{name}/.
 
 
-def reconstruct_inputs(w):
-    inputs = {
-        "decoder": weights_dir(DECODER["weights"], "unclip"),
-        "git": weights_dir(config["captions"]["weights"], "git"),
-        "targets": targets_path(recon_clip(w.name)),
-        "summary": subject_summary(),
-        **converters(w.name),
-    }
-    if run_kind(w.name) == "experiment":
-        inputs.update(brain_model_inputs(w.name))
-    return inputs
-
-
 # Run first (`snakemake check_decoder`): decodes a few test images' ground-truth tokens of each
 # token space and says which one the decoder expects; fails if targets.token_norm is the other.
 rule check_decoder:

@@ -1,19 +1,4 @@
 # Refine: SD-XL img2img over the upsampled reconstructions, prompted with the predicted captions.
-
-REFINE = config["refine"]
-
-
-def refine_inputs(w):
-    """The SD-XL weights; for a single-file checkpoint also the folder of configs and tokenizers."""
-    inputs = {"base": weights_dir(REFINE["base"], "sdxl")}
-    if REFINE["base"].startswith("file:"):
-        spec = REFINE["single_file_config"]
-        inputs["single_file_config"] = (
-            f"{WEIGHTS}/configs/{spec[len('hf://'):]}" if spec.startswith("hf://") else weights_dir(spec, "sdxl")
-        )
-    return inputs
-
-
 rule refine:
     input:
         unpack(refine_inputs),

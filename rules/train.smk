@@ -8,23 +8,6 @@
 # settings is never resumed (its saved config is compared), the run starts over instead.
 
 
-def train_inputs(w):
-    exp = experiment(w.experiment)
-    inputs = {
-        "targets": targets_path(exp["clip_target"]),
-        "summaries": [subject_summary(s) for s in exp["subjects"]],
-        "data": present([data_path(f) for f in needed_files(exp["subjects"])]),
-    }
-    init = exp.get("init_from")
-    if init and init.startswith(("data:", "file:")):  # a released checkpoint (or any last.pth)
-        inputs["init_ckpt"] = present([spec_file(init)])[0]
-    elif init:
-        inputs["init"] = train_stats(init)
-    if exp["blurry_recon"]:
-        inputs.update(lowlevel="cache/lowlevel_targets.hdf5", teacher=present([lowlevel_weights("teacher")])[0])
-    return inputs
-
-
 rule train:
     input:
         unpack(train_inputs),

@@ -2,22 +2,6 @@
 # or, for the demo and tests, randomly initialised models of the same classes and formats.
 
 
-def decoder_training_inputs(w):
-    """A tiny decoder's training data: the train images, their tokens (unCLIP) or captions (GIT,
-    SD-XL, which also takes the trained unCLIP VAE); the split says what is test."""
-    inputs = {
-        "images": data_input(nsd.IMAGES_FILE)(w),
-        "summaries": [subject_summary(s) for s in subject_sessions()],
-    }
-    if w.kind == "unclip":
-        inputs["targets"] = targets_path(DECODER["clip"])
-    else:
-        inputs["captions"] = data_path(synthetic.CAPTIONS_FILE)
-    if w.kind == "sdxl":
-        inputs["unclip"] = weights_dir("train", "unclip")
-    return inputs
-
-
 localrules:
     download_weights,
 
