@@ -4,8 +4,8 @@
 
 Files equal byte for byte are counted. For the others: checkpoints and tensors (.pt, .pth) are
 compared value by value with timing keys dropped, CSV tables column by column with the cost and
-wall-time columns dropped, JSON files key by key without timings; anything else is listed as
-different. Logs, benchmarks and Snakemake's own metadata are left out: they hold times and paths.
+wall-time columns dropped, JSON files key by key without timings or build folders, webdataset
+tars member by member (their headers hold mtimes); anything else is listed as different. Logs, benchmarks and Snakemake's own metadata are left out: they hold times and paths.
 Used to check that a refactor leaves the demo's results unchanged.
 """
 from __future__ import annotations
@@ -19,7 +19,9 @@ SKIP_DIRS = {"logs", "benchmarks", ".snakemake", "__pycache__"}
 
 
 def timing(key: str) -> bool:
-    return any(w in key for w in ("wall", "elapsed", "time", "cost_", "peak", "rss", "gpu_hours", "seconds"))
+    """A key that holds a time, a cost, or (diffusers' ``_name_or_path``) the temporary folder a model was built in."""
+    return key == "_name_or_path" or any(w in key for w in ("wall", "elapsed", "time", "cost_", "peak", "rss",
+                                                               "gpu_hours", "seconds"))
 
 
 def files(run: Path) -> dict[str, Path]:
@@ -50,6 +52,16 @@ def same_csv(a: Path, b: Path) -> bool:
     return rows(a) == rows(b)
 
 
+def same_tar(a: Path, b: Path) -> bool:
+    """Same members with the same contents (a tar header also holds each member's mtime)."""
+    import tarfile
+
+    with tarfile.open(a) as ta, tarfile.open(b) as tb:
+        ma, mb = ta.getmembers(), tb.getmembers()
+        return [m.name for m in ma] == [m.name for m in mb] and all(
+            (x.isfile() and ta.extractfile(x).read()) == (y.isfile() and tb.extractfile(y).read()) for x, y in zip(ma, mb))
+
+
 def compare(a: Path, b: Path) -> bool:
     import torch
 
@@ -58,6 +70,8 @@ def compare(a: Path, b: Path) -> bool:
         return same_values(load(a), load(b))
     if a.suffix == ".csv":
         return same_csv(a, b)
+    if a.suffix == ".tar":
+        return same_tar(a, b)
     if a.suffix == ".json":
         return same_values(json.loads(a.read_text()), json.loads(b.read_text()))
     return False
