@@ -30,8 +30,8 @@ def dataclass_fields(module: str, name: str) -> tuple[str, ...]:
 MODEL_KEYS = tuple(k for k in dataclass_fields("models/brain.py", "BrainConfig") if k not in FROM_DATA)
 # Optimisation (fmri_recon.train.config.TrainConfig fields that change the result).
 TRAIN_KEYS = tuple(k for k in dataclass_fields("train/config.py", "TrainConfig") if k not in NO_EFFECT)
-# Data and initialisation.
-DATA_KEYS = ("clip_target", "subjects", "num_sessions", "init_from")
+# Data and initialisation (normalisation: how the voxels are z-scored, fmri_recon.data.normalise).
+DATA_KEYS = ("clip_target", "subjects", "num_sessions", "normalisation", "init_from")
 # An experiment with a ``checkpoint`` (a released model) is not trained: its stages load that file.
 CHECKPOINT_KEY = "checkpoint"
 # An experiment with ``outputs`` (a released evals/ folder) is only scored: these files of it, as
@@ -66,6 +66,17 @@ def model_params(config: dict, name: str) -> str:
     out = {k: exp[k] for k in MODEL_KEYS if k in exp}
     out["clip"] = config["clip_models"][exp["clip_target"]]
     return json.dumps(out, sort_keys=True)
+
+
+def voxel_reading(config: dict, name: str) -> dict:
+    """How the stages after training (reconstruct, blurry) read the voxels of run ``name``: as its
+    experiment was trained, ``{"num_sessions", "normalisation"}`` (train_sessions statistics come
+    from those sessions). A run that is not an experiment (an upper bound: no brain model) reads
+    the file as it is, with the top-level num_sessions."""
+    if name not in config["experiments"]:
+        return {"num_sessions": config["num_sessions"], "normalisation": "all_sessions"}
+    exp = resolve(config, name)
+    return {"num_sessions": exp["num_sessions"], "normalisation": exp["normalisation"]}
 
 
 def brain_config(settings: dict, num_voxels: list[int]):

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 
 SEED_KEY = "seed"
-_VALUE = re.compile(r"^[A-Za-z0-9.+-]+$")
+_VALUE = re.compile(r"^[A-Za-z0-9._+-]+$")   # no '~', so a name's key~value pairs stay apart
 
 
 class SweepError(ValueError):
@@ -26,8 +26,8 @@ class SweepError(ValueError):
 
 
 def value_label(value, where: str) -> str:
-    """How a grid value appears in a name: true/false, numbers as written, strings as they are,
-    lists joined by '-'."""
+    """How a grid value appears in a name: true/false, numbers as written, strings as they are
+    (enum values such as train_sessions or residual_mlp too), lists joined by '-'."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
@@ -35,7 +35,7 @@ def value_label(value, where: str) -> str:
     label = str(value)
     if not _VALUE.match(label):
         raise SweepError(f"config: {where} = {value!r} cannot be part of an experiment name "
-                         "(letters, digits, '.', '+' and '-' only)")
+                         "(letters, digits, '.', '_', '+' and '-' only)")
     return label
 
 

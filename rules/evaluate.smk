@@ -101,6 +101,8 @@ rule evaluate:
         device=EVAL["device"],
         data_dir=DATA,
         subject=SUBJECT,
+        # Not the experiment's normalisation: brain correlation scores images against the measured
+        # test voxels, which must be one ground truth for every run compared (the file as it is).
         num_sessions=config["num_sessions"],
         new_test=config["new_test"],
         kind=lambda w: run_kind(w.name),

@@ -119,7 +119,9 @@ rule reconstruct:
         device=DECODER["device"],
         data_dir=DATA,
         subject=SUBJECT,
-        num_sessions=config["num_sessions"],
+        # the voxels as the experiment was trained on them (fmri_recon.experiment.voxel_reading)
+        num_sessions=lambda w: fmri_experiment.voxel_reading(config, w.name)["num_sessions"],
+        normalisation=lambda w: fmri_experiment.voxel_reading(config, w.name)["normalisation"],
         new_test=config["new_test"],
         kind=lambda w: run_kind(w.name),
         model=lambda w: model_params(w.name),
@@ -157,7 +159,8 @@ rule blurry:
         device=LOWLEVEL["device"],
         data_dir=lambda w, input: os.path.dirname(input.betas),
         subject=SUBJECT,
-        num_sessions=config["num_sessions"],
+        num_sessions=lambda w: fmri_experiment.voxel_reading(config, w.name)["num_sessions"],
+        normalisation=lambda w: fmri_experiment.voxel_reading(config, w.name)["normalisation"],
         new_test=config["new_test"],
     script:
         "../scripts/blurry.py"

@@ -13,7 +13,7 @@ log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 inp, p = snakemake.input, snakemake.params
 device, dtype = helpers.resolve_device(p.device, p.precision)
-split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
+split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test, p.normalisation)
 voxels = torch.from_numpy(split.test_voxels())
 model = reconstruct.brain_model(inp, p.model, voxels.shape[-1])
 vae = lowlevel.load_vae(inp.vae, tiny=p.tiny_vae, device=device, dtype=dtype)

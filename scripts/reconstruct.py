@@ -25,7 +25,8 @@ device, dtype = helpers.resolve_device(p.device, dec["precision"])
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
 
 if p.kind == "experiment":                             # predictions from the brain
-    data = dataset.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets)
+    data = dataset.load(p.data_dir, [p.subject], p.num_sessions, p.new_test, inp.targets,
+                        normalisation=p.normalisation)
     model = reconstruct.brain_model(inp, p.model, data.subjects[0].num_voxels)
     emb = reconstruct.brain_embeddings(model, data.subjects[0].test_voxels, prior_steps=dec["prior_steps"],
                                        seed=dec["seed"], device=device)

@@ -56,7 +56,9 @@ def clip_text_model(arch: str, weights: str | None, device="cpu", seed: int = 0)
 
 
 def measured_voxels(data_dir, subject: int, num_sessions: int, new_test: bool) -> np.ndarray:
-    """Test voxels averaged over their three repeats (1- and 2-repeat images as upstream)."""
+    """Test voxels averaged over their three repeats (1- and 2-repeat images as upstream), from the
+    betas file as it is (all_sessions) whatever an experiment's ``normalisation``: brain correlation
+    scores images, so its ground truth is the same for every run it compares."""
     return nsd.open_split(data_dir, subject, num_sessions, new_test).test_voxels().mean(1)
 
 

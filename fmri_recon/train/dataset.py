@@ -84,16 +84,17 @@ def load_lowlevel(data_dir, cache_path, ids: np.ndarray) -> LowLevelData:
 
 
 def load(data_dir, subjects: list[int], num_sessions: int, new_test: bool, targets_path,
-         lowlevel_path=None) -> TrainData:
-    """Read the voxels of ``subjects`` (first ``num_sessions`` sessions) and their targets
-    (with ``lowlevel_path``, the blurry branch's too)."""
-    splits = [nsd.open_split(data_dir, s, num_sessions, new_test) for s in subjects]
+         lowlevel_path=None, *, normalisation: str) -> TrainData:
+    """Read the voxels of ``subjects`` (first ``num_sessions`` sessions; each subject's normalised as
+    ``normalisation`` says, fmri_recon.data.normalise) and their targets (with ``lowlevel_path``,
+    the blurry branch's too)."""
+    splits = [nsd.open_split(data_dir, s, num_sessions, new_test, normalisation) for s in subjects]
     ids = np.unique(np.concatenate([sp.all_images() for sp in splits]))
     cache = TargetCache(targets_path)
     targets = torch.from_numpy(cache.get(ids))
     out = []
     for sp in splits:
-        train = nsd.read_voxels(data_dir, sp.subject, sp.train_trials)
+        train = sp.voxels(sp.train_trials)
         out.append(SubjectData(
             subject=sp.subject,
             voxels=torch.from_numpy(train).half(),

@@ -35,12 +35,13 @@ def run(spec: dict) -> dict:
     torch.set_num_threads(max(spec["threads"] // spec["num_processes"], 1))
     blurry = exp["blurry_recon"]
     data = dataset.load(spec["data_dir"], exp["subjects"], exp["num_sessions"], exp["new_test"],
-                           spec["targets"], lowlevel_path=spec["lowlevel"] if blurry else None)
+                           spec["targets"], lowlevel_path=spec["lowlevel"] if blurry else None,
+                           normalisation=exp["normalisation"])
     teacher = lowlevel.load_teacher(spec["teacher"], tiny=spec["tiny_teacher"]) if blurry else None
     brain = experiment.brain_config(exp, [s.num_voxels for s in data.subjects])
     tc = train_config(exp, spec)
     desc = {"subjects": exp["subjects"], "num_sessions": exp["num_sessions"], "clip": exp["clip"],
-            "num_voxels": brain.num_voxels, "init_from": spec["init"]}
+            "normalisation": exp["normalisation"], "num_voxels": brain.num_voxels, "init_from": spec["init"]}
     if blurry:
         desc["lowlevel"] = {"targets": spec["lowlevel"], "teacher": spec["teacher"]}
     return loop.run(data, brain, tc, spec["out_dir"], desc, init_from=spec["init"], teacher=teacher)

@@ -94,7 +94,8 @@ def test_released_model_and_outputs_come_from_the_hub(tmp_path):
     model = MindEyeModel(BrainConfig(num_voxels=[foreign_dataset.VOXELS], clip_seq_dim=256, clip_emb_dim=64,
                                      **{k: MODEL[k] for k in ARCH}))
     model.load_state_dict(released, strict=True)
-    voxels = dataset.load(data, [foreign_dataset.SUBJECT], 1, True, run / "cache/clip_targets/bigG.hdf5")
+    voxels = dataset.load(data, [foreign_dataset.SUBJECT], 1, True, run / "cache/clip_targets/bigG.hdf5",
+                          normalisation="all_sessions")
     want = reconstruct.brain_embeddings(model, voxels.subjects[0].test_voxels, prior_steps=2, seed=0)["clipvoxels"]
     got = nsd.load_eval(run / "evals/released", "released_all_clipvoxels.pt").float()
     assert torch.allclose(got, want, atol=2e-3, rtol=1e-2), (got - want).abs().max()
