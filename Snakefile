@@ -39,6 +39,7 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"
+include: "rules/preprocess.smk"
 include: "rules/weights.smk"
 include: "rules/targets.smk"
 include: "rules/train.smk"

@@ -103,6 +103,13 @@ def _experiment_problems(config: dict, name: str, exp: dict) -> list[str]:
             f"config: experiments.{name} has both checkpoint (evaluate a released model, no training) "
             "and init_from (train from a start): keep one"
         )
+    released = [k for k in ("checkpoint", "outputs") if exp.get(k)]
+    if released and exp["normalisation"] != "all_sessions":
+        problems.append(
+            f"config: experiments.{name}.normalisation = {exp['normalisation']!r} with {released[0]} (a released "
+            "model, not trained here): the released models were trained on all_sessions data; "
+            "use normalisation: all_sessions"
+        )
     init = exp.get("init_from")
     if (
         init is not None
@@ -142,4 +149,24 @@ def _stage_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]
                     f"config: {n} sessions of subject {s} are used but "
                     f"synthetic.num_sessions = {syn['num_sessions']}"
                 )
+    return problems + _preprocess_problems(config, subject_sessions)
+
+
+def _preprocess_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]:
+    """preprocess.source = raw: NSD's subjects, enough sessions rebuilt for every experiment."""
+    from fmri_recon.data.raw_nsd import SESSIONS
+
+    pre = config.get("preprocess") or {}
+    if pre.get("source", "release") != "raw":
+        return []
+    if config["dataset"] != "nsd":
+        return ["config: preprocess.source = raw needs dataset = nsd (the synthetic dataset is written directly)"]
+    problems, rebuilt = [], pre.get("sessions")
+    for s, n in subject_sessions.items():
+        have = rebuilt if rebuilt is not None else SESSIONS.get(s)
+        if have is None:
+            problems.append(f"config: subject {s} is not an NSD subject (1-8); preprocess.sessions: null means "
+                            "all of NSD's sessions of each subject: set preprocess.sessions")
+        elif n > have:
+            problems.append(f"config: {n} sessions of subject {s} are used but preprocess.sessions rebuilds {have}")
     return problems

@@ -29,15 +29,16 @@ def need(path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path):
+def atomic_output(path: str | Path, suffix: str = ""):
     """Yield a temporary sibling of ``path`` to write; move it into place only on success.
+    ``suffix`` ends the temporary name, for writers that choose the format by it (nibabel, scipy.io).
 
     A failed or killed writer never leaves a file at ``path`` that looks complete, and an
     exception removes the temporary file too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -10,7 +10,7 @@ from snakemake.logging import logger
 from fmri_recon import code_deps
 from fmri_recon import configuration
 from fmri_recon import experiment as fmri_experiment
-from fmri_recon.data import download_plan, nsd, synthetic
+from fmri_recon.data import download_plan, nsd, preprocess, raw_nsd, synthetic
 from fmri_recon import sweeps as fmri_sweeps
 
 SUBJECT = config["subject"]
@@ -40,8 +40,10 @@ def present(paths):
     """`paths` (under data_dir), which with download: false must be there already. Called from
     input functions, so only the files of the jobs a run needs are checked, before any job runs."""
     if data_is_given():
-        root = os.path.abspath(DATA) + os.sep  # files made by rules (weights, caches) are not checked
-        missing = [p for p in paths if os.path.abspath(p).startswith(root) and not os.path.exists(p)]
+        root = os.path.abspath(DATA) + os.sep  # files made by rules (weights, caches, preprocessing) are not checked
+        made = {os.path.abspath(data_path(f)) for f in preprocessed_files()}
+        missing = [p for p in paths if os.path.abspath(p).startswith(root) and os.path.abspath(p) not in made
+                   and not os.path.exists(p)]
         if missing:
             raise WorkflowError(
                 f"download: false, but these files are missing under data_dir ({DATA}): "
@@ -97,6 +99,44 @@ def subject_sessions(clip=None):
     return fmri_experiment.subject_sessions(config, clip)
 
 
+# --------------------------------------------------------------------------- raw NSD (preprocess.source: raw)
+PRE = config["preprocess"]
+RAW_SOURCE = config["dataset"] == "nsd" and PRE["source"] == "raw"
+
+
+def raw_path(key):
+    return os.path.join(PRE["raw_dir"], key)
+
+
+def raw_subjects():
+    """Subject -> sessions rebuilt from raw NSD: every subject the config reads."""
+    return {s: raw_nsd.sessions_of(s, PRE["sessions"]) for s in sorted(subject_sessions())} if RAW_SOURCE else {}
+
+
+def raw_keys():
+    """Every bucket key the preprocessing of this config reads."""
+    keys = [raw_nsd.DESIGN, raw_nsd.STIM_INFO, raw_nsd.STIMULI] if RAW_SOURCE else []
+    for s, n in raw_subjects().items():
+        keys += raw_nsd.subject_keys(s, n, PRE)
+    return keys
+
+
+def raw_subject_inputs(s):
+    """The raw files of subject `s` (a rule per subject: no wildcard)."""
+    n = raw_subjects()[s]
+    keys = raw_nsd.subject_keys(s, n, PRE)
+    return {"betas": [raw_path(k) for k in keys[:n]], "roi": raw_path(keys[n]), "responses": raw_path(keys[n + 1]),
+            "design": raw_path(raw_nsd.DESIGN), "stim_info": raw_path(raw_nsd.STIM_INFO)}
+
+
+def preprocessed_files():
+    """Files of the dataset layout the preprocess rules make (none with source: release)."""
+    files = [*preprocess.SHARED_OUTPUTS] if RAW_SOURCE else []
+    for s, n in raw_subjects().items():
+        files += preprocess.subject_outputs(s, n)
+    return files
+
+
 def needed_files(subjects=None):
     """The hub files this config reads (of `subjects` only, if given), relative to data_dir.
     Model files of the dataset repo (data:...) are included when `subjects` is None."""
@@ -115,6 +155,11 @@ def needed_files(subjects=None):
             specs += [LOWLEVEL["vae"], LOWLEVEL["teacher"]]
         files.update(spec[len("data:") :] for spec in specs if spec.startswith("data:"))
     return sorted(files)
+
+
+def hub_files():
+    """The files of the dataset repo to download: what the config reads, less what preprocessing makes."""
+    return sorted(set(needed_files()) - set(preprocessed_files()))
 
 
 # --------------------------------------------------------------------------- blurry branch
@@ -268,7 +313,8 @@ def planned_hub_files():
     SD-XL) are not among them."""
     out = []
     if config["dataset"] == "nsd" and config["download"]:
-        out += [["dataset", HUB["repo_id"], f, data_path(f)] for f in sorted(needed_files())]
+        out += [["dataset", HUB["repo_id"], f, data_path(f)] for f in hub_files()]
+        out += [["bucket", PRE["url"], k, raw_path(k)] for k in raw_keys()]
     clips = {DECODER["clip"], *used_clip_models()}
     specs = [config["clip_models"][c]["weights"] for c in sorted(clips)] + [config["evaluate"]["clip_weights"]]
     for spec in dict.fromkeys(s for s in specs if s.startswith("hf://")):
@@ -458,3 +504,8 @@ def cost_files():
 # Checks the schema cannot express (fmri_recon.configuration.check), before any job.
 if configuration.check(config):
     raise WorkflowError("\n".join(configuration.check(config)))
+
+
+def preprocess_settings(*keys):
+    """The preprocess settings a rule's result depends on, as a param."""
+    return as_param({k: PRE[k] for k in keys})

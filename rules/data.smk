@@ -20,6 +20,7 @@ if config["dataset"] == "synthetic":
             runtime=30,
         params:
             synthetic=as_param(config["synthetic"]),
+            resize=preprocess_settings("image_resize", "image_antialias"),
             data_dir=DATA,
         script:
             "../scripts/synthesize.py"
@@ -38,7 +39,7 @@ elif config["download"]:
         benchmark:
             "benchmarks/download/{hubfile}.tsv"
         wildcard_constraints:
-            hubfile="|".join(re.escape(f) for f in needed_files()),
+            hubfile="|".join(re.escape(f) for f in hub_files()),
         # downloads run first, so a late stage's missing file stops the run before any training
         priority: 100
         conda:

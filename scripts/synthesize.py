@@ -9,5 +9,6 @@ from fmri_recon.data import synthetic
 
 log = runlog.setup(snakemake.log[0])
 cfg = synthetic.SyntheticConfig(**json.loads(snakemake.params.synthetic))
-made = synthetic.write_dataset(cfg, snakemake.params.data_dir)
+resize = json.loads(snakemake.params.resize)        # imgBrick-sized photos -> image_size, as preprocessing does
+made = synthetic.write_dataset(cfg, snakemake.params.data_dir, (resize["image_resize"], resize["image_antialias"]))
 log.info("wrote %s under %s", made, snakemake.params.data_dir)

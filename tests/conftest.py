@@ -79,9 +79,26 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_more_run(tmp_path_factory) -> Path:
+def nsd_bucket(tmp_path_factory):
+    """The demo_more run's synthetic dataset as NSD's own release, served over HTTP as the NSD bucket
+    serves it (``.url``), and the same dataset written directly in the pscotti layout (``.direct``)."""
+    from bucket_server import FakeBucket
+
+    root = tmp_path_factory.mktemp("nsd_bucket")
+    with FakeBucket(root / "bucket") as bucket:
+        bucket.direct = root / "direct"
+        yield bucket
+
+
+@pytest.fixture(scope="session")
+def demo_more_run(tmp_path_factory, nsd_bucket) -> Path:
     """A run of the demo with tests/support/demo_more.yaml: the seed's ViT-B-32 experiment, its upper bound
-    and a 2x2 sweep, with random decoders (FMRI_DEMO_MORE_RUN: a finished one to reuse)."""
+    and a 2x2 sweep, with random decoders, on the dataset rebuilt from its raw NSD release, downloaded
+    from ``nsd_bucket`` (FMRI_DEMO_MORE_RUN: a finished one to reuse)."""
+    from raw_release import write_release
+
     workdir = Path(os.environ.get("FMRI_DEMO_MORE_RUN") or tmp_path_factory.mktemp("demo_more"))
-    snakemake(workdir, "all", configs=(DEMO, MORE))
+    settings = {**yaml.safe_load(DEMO.read_text())["synthetic"], **yaml.safe_load(MORE.read_text())["synthetic"]}
+    write_release(settings, nsd_bucket.root, nsd_bucket.direct, workdir / "data")
+    snakemake(workdir, "all", configs=(DEMO, MORE), overrides={"preprocess": {"url": nsd_bucket.url}})
     return workdir

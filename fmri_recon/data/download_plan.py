@@ -23,7 +23,7 @@ def write_plan(rows: list[dict], path: str | Path) -> None:
 
 
 def summary(todo: list[tuple[str, str]], plan: str | Path) -> str:
-    """One line on the hub files ``todo`` ((repo, file) pairs) still to fetch: how many, and how
+    """One line on the files ``todo`` (hub or NSD bucket) ((repo, file) pairs) still to fetch: how many, and how
     many GB once the bill ``plan`` has their sizes. No network: the DAG is being built."""
     sizes = {}
     if os.path.exists(plan):
@@ -31,6 +31,6 @@ def summary(todo: list[tuple[str, str]], plan: str | Path) -> str:
             sizes = {(r["repo"], r["file"]): r["bytes"] for r in csv.DictReader(f, delimiter="\t")}
     known = [sizes.get(key) for key in todo]
     if all(known):
-        return f"download: {len(todo)} hub files to fetch, {sum(map(int, known)) / 1e9:.2f} GB ({plan})"
-    return (f"download: {len(todo)} hub files to fetch; `snakemake {plan}` gives their sizes "
+        return f"download: {len(todo)} files to fetch, {sum(map(int, known)) / 1e9:.2f} GB ({plan})"
+    return (f"download: {len(todo)} files to fetch; `snakemake {plan}` gives their sizes "
             "from the hub's metadata (HEAD requests only)")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import h5py
 import numpy as np
 from fmri_recon import helpers
+from fmri_recon.data import normalise
 from fmri_recon.helpers import DataError  # the layout's error: nsd.DataError
 
 BEHAV_COLUMNS = 17
@@ -62,6 +64,12 @@ def test_tar(subject: int, new_test: bool = True) -> str:
     return f"wds/subj{subject:02d}/{'new_test' if new_test else 'test'}/0.tar"
 
 
+def old_test_sessions(num_sessions: int) -> int:
+    """Sessions (the first ones) of the older test tar: all but the last 3, which NSD held out for
+    the Algonauts challenge until 2023 (40 -> 37), and at least one."""
+    return max(num_sessions - 3, 1)
+
+
 def required_files(subject: int, num_sessions: int, new_test: bool = True) -> list[str]:
     """Every hub file a run on ``subject`` with its first ``num_sessions`` sessions reads."""
     return [
@@ -74,8 +82,9 @@ def required_files(subject: int, num_sessions: int, new_test: bool = True) -> li
 
 
 # --------------------------------------------------------------------------- tars
-def write_tar(path: str | Path, samples: dict[str, np.ndarray]) -> None:
-    """Write webdataset samples ``sample%09d`` with ``{name}.npy`` float64 arrays, atomically."""
+def write_tar(path: str | Path, samples: dict[str, np.ndarray], first_key: int = 0) -> None:
+    """Write webdataset samples ``sample%09d`` (numbered from ``first_key``: upstream's train keys
+    run on across a subject's sessions) with ``{name}.npy`` float64 arrays, atomically."""
     import webdataset as wds
 
     path = Path(path)
@@ -85,7 +94,7 @@ def write_tar(path: str | Path, samples: dict[str, np.ndarray]) -> None:
             raise ValueError(f"{name}: expected shape ({n}, {rows}, {BEHAV_COLUMNS}), got {samples[name].shape}")
     with helpers.atomic_output(path) as tmp, wds.TarWriter(str(tmp)) as sink:
         for i in range(n):
-            sample = {"__key__": f"sample{i:09d}"}
+            sample = {"__key__": f"sample{first_key + i:09d}"}
             sample.update({f"{k}.npy": np.asarray(samples[k][i], dtype=np.float64) for k in SAMPLE_ARRAYS})
             sink.write(sample)
 
@@ -207,6 +216,10 @@ class Split:
     num_voxels: int
     num_images: int                  # rows of the images HDF5
     repeat_counts: dict = field(default_factory=dict)
+    normalisation: str = "all_sessions"   # how voxels() reads the betas (fmri_recon.data.normalise)
+
+    def __post_init__(self):
+        normalise.check(self.normalisation)
 
     @property
     def train_images(self) -> np.ndarray:
@@ -222,10 +235,25 @@ class Split:
         sessions = np.concatenate([self.train_behav[:, COL_SESSION], self.test_behav[:, COL_SESSION]])
         return int((sessions == sessions.min()).sum())
 
+    @cached_property
+    def train_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-voxel mean and std (ddof=1, float64) of this run's train trials, read in chunks
+        once per Split: what ``normalisation: train_sessions`` standardises with."""
+        return normalise.train_statistics(self.data_dir / betas_file(self.subject), self.train_trials,
+                                          subject=self.subject)
+
+    def voxels(self, rows: np.ndarray) -> np.ndarray:
+        """Betas (n, voxels) float32 of global trial rows ``rows`` as this run reads them: the file
+        as it is (``all_sessions``), or re-standardised with the train trials' statistics
+        (``train_sessions``; equal to z-scoring the raw betas with them, see fmri_recon.data.normalise)."""
+        vox = read_voxels(self.data_dir, self.subject, rows)
+        if self.normalisation == "train_sessions":
+            vox = normalise.apply(vox, *self.train_statistics)
+        return vox
+
     def test_voxels(self) -> np.ndarray:
-        """Betas (n, 3, voxels) float32 of the three repeats of each test image."""
-        vox = read_voxels(self.data_dir, self.subject, self.test_trials.ravel())
-        return vox.reshape(len(self.test_images), 3, -1)
+        """Betas (n, 3, voxels) float32 of the three repeats of each test image (see ``voxels``)."""
+        return self.voxels(self.test_trials.ravel()).reshape(len(self.test_images), 3, -1)
 
     def all_images(self) -> np.ndarray:
         """Sorted unique image ids of train and test: what the CLIP targets must cover."""
@@ -244,14 +272,16 @@ class Split:
         }
 
 
-def open_split(data_dir: str | Path, subject: int, num_sessions: int, new_test: bool = True) -> Split:
-    """Read and check the tars of a run, and the headers of its HDF5 files.
+def open_split(data_dir: str | Path, subject: int, num_sessions: int, new_test: bool = True,
+               normalisation: str = "all_sessions") -> Split:
+    """Read and check the tars of a run, and the headers of its HDF5 files; its voxels are read
+    with ``normalisation`` (fmri_recon.data.normalise: all_sessions or train_sessions).
 
     Everything is checked against everything else before any expensive stage runs:
     shapes and dataset names, trial rows inside the betas file, image ids inside the
     images file. Errors name the file and what was expected.
     """
-    data_dir = Path(data_dir)
+    data_dir, normalisation = Path(data_dir), normalise.check(normalisation)
     train = [read_tar(data_dir / train_tar(subject, k))["behav"][:, 0] for k in range(num_sessions)]
     train_behav = np.concatenate(train)
     test_path = data_dir / test_tar(subject, new_test)
@@ -276,7 +306,8 @@ def open_split(data_dir: str | Path, subject: int, num_sessions: int, new_test: 
         raise DataError(f"{images_path}: 'images' has {n_img} images but the tars reference image {ids.max()} "
                         "(behav column 0)")
     return Split(data_dir, subject, train_behav, test_behav, test_images, test_behav[positions, COL_GLOBAL_TRIAL]
-                 .astype(np.int64), int(n_vox), int(n_img), {k: int(v) for k, v in enumerate(counts) if v})
+                 .astype(np.int64), int(n_vox), int(n_img), {k: int(v) for k, v in enumerate(counts) if v},
+                 normalisation)
 
 
 def images_of_runs(data_dir: str | Path, runs, new_test: bool) -> np.ndarray:

@@ -56,7 +56,9 @@ class SyntheticConfig:
     fewer_repeats: float = 0.2     # fraction of test images seen once or twice instead of 3 times
     noise: float = 1.0             # trial noise std, relative to the signal std of each voxel
     semantic: float = 0.0          # weight of the semantic features (which photograph, how close) in the voxels
+    session_drift: float = 0.1     # std of each voxel's change of baseline from session to session
     image_size: int = 224
+    raw_image_size: int = 224      # the stimuli as imgBrick holds them (NSD: 425), resized to image_size
 
     def __post_init__(self):
         if len(self.num_voxels) != len(self.subjects):
@@ -72,7 +74,9 @@ CAPTIONS_FILE = "synthetic/captions.json"
 
 def files(cfg: SyntheticConfig) -> list[str]:
     """Every file ``write_dataset`` creates, relative to the data directory."""
-    out = [nsd.IMAGES_FILE, *nsd.EVAL_FILES, nsd.MASKS_FILE, CAPTIONS_FILE]
+    from fmri_recon.data.preprocess import INDICES_FILE, SHARED_FILE
+
+    out = [nsd.IMAGES_FILE, *nsd.EVAL_FILES, nsd.MASKS_FILE, CAPTIONS_FILE, SHARED_FILE, INDICES_FILE]
     for s in cfg.subjects:
         out += [nsd.betas_file(s), nsd.test_tar(s, True), nsd.test_tar(s, False)]
         out += [nsd.train_tar(s, k) for k in range(cfg.num_sessions)]
@@ -97,11 +101,12 @@ def _sources() -> list[np.ndarray]:
 
 
 def make_images(n: int, size: int, rng: np.random.Generator):
-    """``n`` natural images (n,3,size,size) float32 in [0,1], with their source and crop scale."""
+    """``n`` natural photographs (n,size,size,3) uint8, as NSD's imgBrick holds its stimuli, with
+    their source and crop scale."""
     from skimage.transform import resize
 
     photos = _sources()
-    images = np.empty((n, 3, size, size), np.float32)
+    images = np.empty((n, size, size, 3), np.uint8)
     source, scale = rng.integers(len(photos), size=n), rng.uniform(0.35, 1.0, size=n)
     for i in range(n):
         img = photos[source[i]]
@@ -111,7 +116,7 @@ def make_images(n: int, size: int, rng: np.random.Generator):
         crop = crop[:, ::-1] if rng.random() < 0.5 else crop
         crop = resize(crop, (size, size), anti_aliasing=True)
         gain = rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, size=3)  # brightness and colour cast
-        images[i] = np.clip(crop * gain, 0, 1).transpose(2, 0, 1)
+        images[i] = np.clip(crop * gain, 0, 1) * 255 + 0.5                 # rounded to uint8
     return images, source, scale
 
 
@@ -188,7 +193,7 @@ def behaviour(cfg: SyntheticConfig, subject: int, trials: np.ndarray, repeat: np
     b[:, 0], b[:, 1], b[:, 2] = trials, subject, np.arange(total) // tps + 1
     b[:, 3], b[:, 4] = j * 12 // tps + 1, j % max(tps // 12, 1) + 1     # run (12 per session), trial in run
     b[:, 5] = np.arange(total)                                           # global trial = betas row
-    b[:, 6] = j * 4.0                                                    # onset time (s)
+    b[:, 6] = (b[:, 2] - 1) * 7                                          # int(TIME): the day, one session a week
     b[:, 7] = b[:, 11] = (repeat > 0)                                    # ISOLD, ISOLDCURRENT
     b[:, 8] = b[:, 12] = rng.random(total) < 0.8                         # ISCORRECT(CURRENT)
     b[:, 9] = rng.uniform(500, 1500, total)                              # RT (ms)
@@ -198,80 +203,86 @@ def behaviour(cfg: SyntheticConfig, subject: int, trials: np.ndarray, repeat: np
     return b
 
 
-def context_arrays(b: np.ndarray, tps: int) -> dict[str, np.ndarray]:
-    """past/future 15 trials of the same session and the other repeats of the image (-1 padded)."""
-    total = len(b)
-    pad = -np.ones((1, nsd.BEHAV_COLUMNS))
-    padded = np.concatenate([b, pad])                                    # index total -> the -1 row
-    offs = np.arange(1, 16)
-    t = np.arange(total)[:, None]
-    same = lambda u: np.where((u >= 0) & (u < total) & (u // tps == t // tps), u, total)  # noqa: E731
-    olds = -np.ones((total, 3, nsd.BEHAV_COLUMNS))
-    for i in range(total):
-        others = np.flatnonzero((b[:, 0] == b[i, 0]) & (np.arange(total) != i))[:3]
-        olds[i, :len(others)] = b[others]
-    return {"behav": b[:, None], "past_behav": padded[same(t - offs[::-1])],
-            "future_behav": padded[same(t + offs)], "olds_behav": olds}
-
-
-def voxels(features: np.ndarray, trials: np.ndarray, n_vox: int, tps: int, noise: float, rng) -> np.ndarray:
-    """Betas of every trial: a fixed linear encoding of the image features plus trial noise.
-
-    Z-scored per voxel within each session, as NSD's betas are normalised.
-    """
+def raw_betas(features: np.ndarray, trials: np.ndarray, n_vox: int, cfg: SyntheticConfig, rng) -> np.ndarray:
+    """Betas of every trial as NSD stores them (percent signal change x 300, int16-valued): a fixed
+    linear encoding of the image features plus trial noise, each voxel with its own baseline and
+    gain, and a small drift from session to session. float32 (exact for int16 values)."""
     weights = rng.standard_normal((features.shape[1], n_vox)) / np.sqrt(features.shape[1])
     signal = features @ weights
     signal /= signal.std(0, keepdims=True) + 1e-6
-    betas = signal[trials] + noise * rng.standard_normal((len(trials), n_vox))
-    betas = betas.reshape(-1, tps, n_vox)
-    betas = (betas - betas.mean(1, keepdims=True)) / (betas.std(1, keepdims=True) + 1e-6)
-    return betas.reshape(-1, n_vox).astype(np.float32)
+    response = signal[trials] + cfg.noise * rng.standard_normal((len(trials), n_vox))
+    baseline, gain = rng.uniform(-1, 1, n_vox), rng.uniform(0.5, 2.0, n_vox)
+    drift = cfg.session_drift * rng.standard_normal((cfg.num_sessions, n_vox))
+    session = np.arange(len(trials)) // cfg.trials_per_session
+    percent = baseline + gain * (0.5 * response + drift[session])
+    return np.clip(np.round(300 * percent), -32768, 32767).astype(np.float32)
 
 
-def write_dataset(cfg: SyntheticConfig, data_dir: str | Path) -> dict:
-    """Write the whole layout under ``data_dir``; returns a short description of what was made."""
-    import torch
+@dataclass
+class Generated:
+    """One synthetic dataset before it is written, in either layout (this one or raw NSD's)."""
 
-    data_dir = Path(data_dir)
+    cfg: SyntheticConfig
+    photos: np.ndarray            # (n, R, R, 3) uint8: the stimuli at raw_image_size, as imgBrick
+    images: np.ndarray            # (n, 3, S, S) float16 in [0, 1]: resized as preprocessing does
+    source: np.ndarray
+    scale: np.ndarray
+    shared: np.ndarray            # (n,) bool: the test images
+    behaviour: dict = field(default_factory=dict)   # subject -> (N, 17)
+    betas: dict = field(default_factory=dict)       # subject -> (N, voxels) raw, int16-valued
+
+
+def generate(cfg: SyntheticConfig, resize: tuple[str, bool]) -> Generated:
+    """Every array of the dataset; ``resize`` = (method, antialias) of raw_image_size -> image_size."""
+    from fmri_recon.data import preprocess
+
     rng = np.random.default_rng(cfg.seed)
-    log.info("making %d images of %dx%d", cfg.num_images, cfg.image_size, cfg.image_size)
-    images, source, scale = make_images(cfg.num_images, cfg.image_size, rng)
-    feats = image_features(images)
+    log.info("making %d images of %dx%d", cfg.num_images, cfg.raw_image_size, cfg.raw_image_size)
+    photos, source, scale = make_images(cfg.num_images, cfg.raw_image_size, rng)
+    images = preprocess.resize_images(photos, cfg.image_size, *resize)
+    feats = image_features(images.astype(np.float32))
     if cfg.semantic:                      # what higher visual areas carry: what the picture shows
         feats = np.concatenate([feats, cfg.semantic * semantic_features(source, scale)], axis=1)
     test_ids = np.sort(rng.choice(cfg.num_images, cfg.num_test_images, replace=False))
     shared = np.zeros(cfg.num_images, bool)
     shared[test_ids] = True
-    train_ids = np.flatnonzero(~shared)
+    out = Generated(cfg, photos, images, source, scale, shared)
+    for subject, n_vox in zip(cfg.subjects, cfg.num_voxels):
+        trials, repeat = schedule(cfg, test_ids, np.flatnonzero(~shared), rng)
+        out.behaviour[subject] = behaviour(cfg, subject, trials, repeat, shared, rng)
+        out.betas[subject] = raw_betas(feats, trials, n_vox, cfg, rng)
+    return out
 
-    _write_h5(data_dir / nsd.IMAGES_FILE, "images", images.astype(np.float16), chunk_rows=1)
-    coco, git = captions(source[test_ids], scale[test_ids])
-    _save_pt(data_dir / nsd.EVAL_IMAGES, torch.from_numpy(images[test_ids]))
+
+def write_dataset(cfg: SyntheticConfig, data_dir: str | Path, resize: tuple[str, bool] = ("bilinear", True)) -> dict:
+    """Write the whole layout under ``data_dir``; returns a short description of what was made.
+    The betas are normalised as the released files are (fmri_recon.data.preprocess.normalise)."""
+    import torch
+
+    from fmri_recon.data import behaviour as behav
+    from fmri_recon.data import preprocess
+
+    data_dir = Path(data_dir)
+    gen = generate(cfg, resize)
+    test_ids = np.flatnonzero(gen.shared)
+    _write_h5(data_dir / nsd.IMAGES_FILE, "images", gen.images, chunk_rows=1)
+    coco, git = captions(gen.source[test_ids], gen.scale[test_ids])
+    _save_pt(data_dir / nsd.EVAL_IMAGES, torch.from_numpy(gen.images[test_ids].astype(np.float32)))
     _save_pt(data_dir / nsd.EVAL_CAPTIONS, coco)
     _save_pt(data_dir / nsd.EVAL_GIT_CAPTIONS, git)
-    all_coco, all_git = captions(source, scale)
+    all_coco, all_git = captions(gen.source, gen.scale)
     helpers.write_json(data_dir / CAPTIONS_FILE, {"coco": all_coco.tolist(), "git": all_git.tolist()})
 
     tps = cfg.trials_per_session
-    for subject, n_vox in zip(cfg.subjects, cfg.num_voxels):
-        log.info("subject %d: %d sessions x %d trials, %d voxels", subject, cfg.num_sessions, tps, n_vox)
-        trials, repeat = schedule(cfg, test_ids, train_ids, rng)
-        arrays = context_arrays(behaviour(cfg, subject, trials, repeat, shared, rng), tps)
-        _write_h5(data_dir / nsd.betas_file(subject), "betas",
-                  voxels(feats, trials, n_vox, tps, cfg.noise, rng), chunk_rows=1)
-        session = np.arange(len(trials)) // tps
-        is_test = shared[trials]
-        for k in range(cfg.num_sessions):
-            nsd.write_tar(data_dir / nsd.train_tar(subject, k), _take(arrays, (session == k) & ~is_test))
-        nsd.write_tar(data_dir / nsd.test_tar(subject, True), _take(arrays, is_test))
-        old = is_test & (session < max(cfg.num_sessions - 1, 1))          # before the last session
-        nsd.write_tar(data_dir / nsd.test_tar(subject, False), _take(arrays, old))
+    for subject, b in gen.behaviour.items():
+        log.info("subject %d: %d sessions x %d trials, %d voxels", subject, cfg.num_sessions, tps, gen.betas[subject].shape[1])
+        train_rows = np.flatnonzero(b[:, nsd.COL_SHARED1000] == 0)
+        betas = preprocess.normalise(gen.betas[subject].copy(), train_rows)
+        _write_h5(data_dir / nsd.betas_file(subject), "betas", betas, chunk_rows=1)
+        behav.write_shards(data_dir, subject, behav.context_arrays(b, tps), tps)
+    preprocess.write_index_files(data_dir, gen.shared, {s: b[:, 0].astype(np.int64) for s, b in gen.behaviour.items()})
     write_masks(data_dir / nsd.MASKS_FILE, cfg.subjects, cfg.num_voxels)
     return {"images": cfg.num_images, "test_images": int(len(test_ids)), "subjects": list(cfg.subjects)}
-
-
-def _take(arrays: dict, mask: np.ndarray) -> dict:
-    return {k: v[mask] for k, v in arrays.items()}
 
 
 def _write_h5(path: Path, name: str, data: np.ndarray, chunk_rows: int) -> None:

@@ -107,12 +107,26 @@ def test_demo_config_passes_the_checks():
     assert configuration.check(demo_config()) == []
 
 
+# NSD rebuilt from its raw release: no trained decoders (only the synthetic dataset has their captions)
+RAW = {"dataset": "nsd", "preprocess": {"source": "raw"}, "captions": {"weights": "random"},
+       "refine": {"base": "random"}, "decoder": {"weights": "random"}}
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"experiments": {"x": {"clip_target": "ViT-H"}}}, "experiments.x.clip_target = 'ViT-H' is not a key of clip_models"),
     ({"experiments": {"x": {"checkpoint": "file:a.pth", "init_from": "lite_bigG"}}}, "has both checkpoint"),
     ({"experiments": {"x": {"init_from": "nothing"}}}, "experiments.x.init_from = 'nothing' is not another experiment"),
+    ({"experiments": {"x": {"checkpoint": "file:a.pth", "normalisation": "train_sessions"}}},
+     "experiments.x.normalisation = 'train_sessions' with checkpoint (a released model, not trained here): "
+     "the released models were trained on all_sessions data"),
+    ({"experiments": {"x": {"outputs": "file:evals/m", "normalisation": "train_sessions"}}},
+     "experiments.x.normalisation = 'train_sessions' with outputs"),
     ({"decoder": {"clip": "ViT-H"}}, "decoder.clip = 'ViT-H' is not a key of clip_models"),
     ({"experiments": {"x": {"subjects": [3]}}}, "subject 3 is used but synthetic.subjects = [1]"),
+    ({"preprocess": {"source": "raw"}}, "preprocess.source = raw needs dataset = nsd"),
+    ({**RAW, "preprocess": {"source": "raw", "sessions": 1}, "experiments": {"x": {"num_sessions": 2}}},
+     "2 sessions of subject 1 are used but preprocess.sessions rebuilds 1"),
+    ({**RAW, "subject": 9}, "subject 9 is not an NSD subject (1-8)"),
     ({"experiments": {"x": {"init_from": "data:train_logs/multisubject_subj02_hypatia/last.pth"}}},
      "was pretrained on subjects 1, 3, 4, 5, 6, 7, 8 (all but 2), so on subject 1's own test images"),
 ])

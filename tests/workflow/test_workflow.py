@@ -200,9 +200,9 @@ def test_download_plan_gives_each_files_size_from_the_hub(tmp_path):
     assert {r["file"]: r["status"] for r in rows} == {f: "here" if f == planned[0] else "to download" for f in planned}
     todo = sum(len(b) for f, b in files.items() if f != planned[0])
     log = (tmp_path / "logs/download_plan.log").read_text()
-    assert f"{len(planned)} hub files, {len(planned) - 1} to download: {todo / 1e9:.2f} GB (1 already here)" in log
+    assert f"{len(planned)} files, {len(planned) - 1} to download: {todo / 1e9:.2f} GB (1 already here)" in log
     dry = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml",), overrides=overrides)   # offline: the plan's sizes
-    said = f"download: {len(planned) - 1} hub files to fetch, {todo / 1e9:.2f} GB (checks/download_plan.tsv)"
+    said = f"download: {len(planned) - 1} files to fetch, {todo / 1e9:.2f} GB (checks/download_plan.tsv)"
     assert said in dry.stdout + dry.stderr
 
 

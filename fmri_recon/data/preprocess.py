@@ -1,0 +1,182 @@
+"""Raw NSD -> the pscotti/mindeyev2 layout: the betas HDF5, the ``wds/`` shards, the images file and
+the small index files, each with its provenance. The recipe is the one that made the released
+``betas_all_subj0N_fp32_renorm.hdf5`` (Second-Sight's data_utils, docs/preprocessing.md):
+
+* GLMsingle betas (b3 by default), the ROI ``== 1`` (nsdgeneral), voxels in the C order of the
+  NIfTI ``(X,Y,Z)`` grid, rows in global-trial order;
+* one z-score per voxel: mean and unbiased std over the training trials (image not in shared1000)
+  of every rebuilt session, applied to every row; float32.
+
+The experiment key ``normalisation: train_sessions`` re-standardises this file with the statistics
+of the sessions a run trains on (fmri_recon.data.normalise): the honest one-hour setting.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from fmri_recon import helpers
+from fmri_recon.data import behaviour, nsd, raw_nsd
+
+log = logging.getLogger(__name__)
+
+RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest")
+IMAGE_SIZE = 224                  # the released images file: (73000, 3, 224, 224) float16
+SHARED_FILE = "shared1000.npy"
+INDICES_FILE = "COCO_73k_subj_indices.hdf5"
+# The files of the layout the preprocess rules make: these, and each subject's ``subject_outputs``.
+SHARED_OUTPUTS = (nsd.IMAGES_FILE, nsd.EVAL_IMAGES, SHARED_FILE, INDICES_FILE)
+
+
+def subject_outputs(subject: int, sessions: int) -> list[str]:
+    """One subject's rebuilt files: the betas, a train shard per session, both test shards."""
+    return [nsd.betas_file(subject), *(nsd.train_tar(subject, k) for k in range(sessions)),
+            nsd.test_tar(subject, True), nsd.test_tar(subject, False)]
+
+
+# --------------------------------------------------------------------------- the science
+def normalise(betas: np.ndarray, train_rows: np.ndarray, block: int = 2048, path: str = "betas") -> np.ndarray:
+    """Z-score every voxel (column) with the mean and unbiased (N-1) std of ``train_rows``, in
+    place, ``block`` voxels at a time in float64; float32 out. A voxel constant over the train
+    rows cannot be z-scored (upstream's torch code would write NaN or inf): an error names it."""
+    train_rows = np.asarray(train_rows)
+    if len(train_rows) < 2:
+        raise nsd.DataError(f"{path}: {len(train_rows)} training trials; a z-score needs at least 2")
+    for start in range(0, betas.shape[1], block):
+        x = betas[:, start:start + block].astype(np.float64)
+        mean, std = x[train_rows].mean(0), x[train_rows].std(0, ddof=1)
+        flat = np.flatnonzero(std == 0)
+        if len(flat):
+            raise nsd.DataError(f"{path}: voxel(s) {(flat + start)[:10].tolist()} are constant over the training "
+                                "trials and cannot be z-scored (no data in this ROI there?)")
+        betas[:, start:start + block] = (x - mean) / std
+    return betas.astype(np.float32, copy=False)
+
+
+def resize_images(images: np.ndarray, size: int = 224, method: str = "bilinear", antialias: bool = True) -> np.ndarray:
+    """(n, H, W, 3) uint8 (``imgBrick``) -> (n, 3, size, size) float16 in [0, 1]. Which resize
+    made the released 224 px file is unconfirmed: ``rule check_release`` measures each method."""
+    import torch
+    import torch.nn.functional as F
+
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"preprocess.image_resize: {method!r}, expected one of {RESIZE_METHODS}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != size:
+        smooth = method in ("bilinear", "bicubic")
+        x = F.interpolate(x, size=(size, size), mode=method, antialias=antialias and smooth,
+                          **({"align_corners": False} if smooth else {}))
+    return x.clamp(0, 1).half().numpy()
+
+
+# --------------------------------------------------------------------------- builders
+def build_subject(raw: dict, subject: int, sessions: int, settings: dict, data_dir: str | Path, shared: np.ndarray,
+                  origin: dict | None = None) -> dict:
+    """Write one subject's betas file and shards under ``data_dir`` from the raw files ``raw``
+    (``{"betas": [per session], "roi", "responses"}``); returns what was made. ``origin`` (the
+    sources, settings and code: ``provenance``) is kept in the betas file's attributes."""
+    table = raw_nsd.read_responses(raw["responses"], sessions)
+    b, tps = behaviour.from_responses(table, shared, str(raw["responses"]))
+    if b[:, nsd.COL_SUBJECT].min() != subject or b[:, nsd.COL_SUBJECT].max() != subject:
+        raise nsd.DataError(f"{raw['responses']}: SUBJECT column holds {np.unique(b[:, 1]).tolist()}, expected {subject}")
+    mask = raw_nsd.read_roi(raw["roi"], settings["roi_labels"])
+    betas = np.empty((sessions * tps, int(mask.sum())), np.float32)
+    for k, path in enumerate(raw["betas"]):
+        log.info("subject %d: session %d/%d (%s)", subject, k + 1, sessions, path)
+        rows = raw_nsd.read_betas(path, mask)
+        if len(rows) != tps:
+            raise nsd.DataError(f"{path}: {len(rows)} trials, but responses.tsv has {tps} in session {k + 1}")
+        betas[k * tps:(k + 1) * tps] = rows
+    train_rows = np.flatnonzero(b[:, nsd.COL_SHARED1000] == 0)
+    betas = normalise(betas, train_rows, path=str(raw["betas"][0]))
+    out = Path(data_dir)
+    _write_h5(out / nsd.betas_file(subject), "betas", betas, origin)
+    behaviour.write_shards(out, subject, behaviour.context_arrays(b, tps), tps)
+    return {"subject": subject, "sessions": sessions, "trials": len(b), "voxels": betas.shape[1],
+            "train_trials": len(train_rows), "test_trials": int(len(b) - len(train_rows)),
+            "image_ids": b[:, nsd.COL_IMAGE].astype(np.int64)}
+
+
+def write_images(stimuli: str | Path, out: str | Path, settings: dict, origin: dict | None = None,
+                 size: int = IMAGE_SIZE, chunk: int = 256) -> int:
+    """``imgBrick`` of ``nsd_stimuli.hdf5`` -> the images file, ``chunk`` images at a time (the
+    73000 images are 39 GB as uint8 at 425 px and never held whole)."""
+    with h5py.File(helpers.need(Path(stimuli)), "r") as src:
+        if "imgBrick" not in src or src["imgBrick"].ndim != 4 or src["imgBrick"].shape[3] != 3:
+            raise nsd.DataError(f"{stimuli}: expected a dataset 'imgBrick' of shape (N, H, W, 3) uint8")
+        brick = src["imgBrick"]
+        with helpers.atomic_output(out) as tmp, h5py.File(tmp, "w") as dst:
+            ds = dst.create_dataset("images", (len(brick), 3, size, size), np.float16, chunks=(1, 3, size, size))
+            for start in range(0, len(brick), chunk):
+                ds[start:start + chunk] = resize_images(brick[start:start + chunk], size, settings["image_resize"],
+                                                        settings["image_antialias"])
+            ds.attrs["provenance"] = json.dumps(origin or settings, sort_keys=True)
+        return len(brick)
+
+
+def write_eval_images(data_dir: str | Path, subject: int) -> None:
+    """``evals/all_images.pt``: the subject's test images (sorted unique 73k ids of the test tar),
+    as upstream's recon notebooks gathered them from the images file."""
+    import torch
+
+    data_dir = Path(data_dir)
+    ids = np.unique(nsd.read_tar(data_dir / nsd.test_tar(subject, True))["behav"][:, 0, nsd.COL_IMAGE]).astype(np.int64)
+    images = torch.from_numpy(nsd.read_images(data_dir, ids).astype(np.float32))
+    with helpers.atomic_output(data_dir / nsd.EVAL_IMAGES) as tmp:
+        torch.save(images, tmp)
+
+
+def trial_images(data_dir: str | Path, subject: int, sessions: int) -> np.ndarray:
+    """The 0-based 73k id of every trial of ``subject``, in global-trial order, from its shards."""
+    data_dir = Path(data_dir)
+    tars = [nsd.train_tar(subject, k) for k in range(sessions)] + [nsd.test_tar(subject, True)]
+    behav = np.concatenate([nsd.read_tar(data_dir / t)["behav"][:, 0] for t in tars])
+    return behav[np.argsort(behav[:, nsd.COL_GLOBAL_TRIAL]), nsd.COL_IMAGE].astype(np.int64)
+
+
+def write_index_files(data_dir: str | Path, shared: np.ndarray, image_ids: dict[int, np.ndarray]) -> None:
+    """``shared1000.npy`` (bool per 73k id) and ``COCO_73k_subj_indices.hdf5`` (the 0-based 73k id
+    of every trial of each subject, in global-trial order)."""
+    data_dir = Path(data_dir)
+    with helpers.atomic_output(data_dir / SHARED_FILE) as tmp, open(tmp, "wb") as f:
+        np.save(f, shared)
+    with helpers.atomic_output(data_dir / INDICES_FILE) as tmp, h5py.File(tmp, "w") as f:
+        for subject, ids in sorted(image_ids.items()):
+            f.create_dataset(nsd.mask_group(subject), data=np.asarray(ids, np.int64))
+
+
+def _write_h5(path: Path, name: str, data: np.ndarray, origin: dict | None) -> None:
+    """Contiguous like the released betas file (Second-Sight wrote it without chunks)."""
+    with helpers.atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset(name, data=data)
+        if origin:
+            ds.attrs["provenance"] = json.dumps(origin, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- provenance
+def provenance(sources: dict[str, str | Path], settings: dict, made: dict | None = None) -> dict:
+    """Where a rebuilt file came from: each source file with its size, the settings, the code."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        code = version("fmri-reconstruction")
+    except PackageNotFoundError:
+        code = "unknown"
+    return {"sources": {key: {"path": str(p), "bytes": os.path.getsize(p)} for key, p in sources.items()},
+            "settings": settings, "made": made or {}, "code_version": code, "code_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                             timeout=10)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
