@@ -149,24 +149,4 @@ def _stage_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]
                     f"config: {n} sessions of subject {s} are used but "
                     f"synthetic.num_sessions = {syn['num_sessions']}"
                 )
-    return problems + _preprocess_problems(config, subject_sessions)
-
-
-def _preprocess_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]:
-    """preprocess.source = raw: NSD's subjects, enough sessions rebuilt for every experiment."""
-    from fmri_recon.data.raw_nsd import SESSIONS
-
-    pre = config.get("preprocess") or {}
-    if pre.get("source", "release") != "raw":
-        return []
-    if config["dataset"] != "nsd":
-        return ["config: preprocess.source = raw needs dataset = nsd (the synthetic dataset is written directly)"]
-    problems, rebuilt = [], pre.get("sessions")
-    for s, n in subject_sessions.items():
-        have = rebuilt if rebuilt is not None else SESSIONS.get(s)
-        if have is None:
-            problems.append(f"config: subject {s} is not an NSD subject (1-8); preprocess.sessions: null means "
-                            "all of NSD's sessions of each subject: set preprocess.sessions")
-        elif n > have:
-            problems.append(f"config: {n} sessions of subject {s} are used but preprocess.sessions rebuilds {have}")
     return problems

@@ -115,7 +115,8 @@ def raw_subjects():
 
 def raw_keys():
     """Every bucket key the preprocessing of this config reads."""
-    keys = [raw_nsd.DESIGN, raw_nsd.STIM_INFO, raw_nsd.STIMULI] if RAW_SOURCE else []
+    keys = [raw_nsd.DESIGN, raw_nsd.STIM_INFO] if RAW_SOURCE else []
+    keys += [raw_nsd.STIMULI] if RAW_SOURCE and PRE["images"] == "raw" else []
     for s, n in raw_subjects().items():
         keys += raw_nsd.subject_keys(s, n, PRE)
     return keys
@@ -131,7 +132,7 @@ def raw_subject_inputs(s):
 
 def preprocessed_files():
     """Files of the dataset layout the preprocess rules make (none with source: release)."""
-    files = [*preprocess.SHARED_OUTPUTS] if RAW_SOURCE else []
+    files = [f for f in preprocess.SHARED_OUTPUTS if PRE["images"] == "raw" or f != nsd.IMAGES_FILE] if RAW_SOURCE else []
     for s, n in raw_subjects().items():
         files += preprocess.subject_outputs(s, n)
     return files
@@ -502,8 +503,9 @@ def cost_files():
 
 
 # Checks the schema cannot express (fmri_recon.configuration.check), before any job.
-if configuration.check(config):
-    raise WorkflowError("\n".join(configuration.check(config)))
+PROBLEMS = configuration.check(config) + raw_nsd.config_problems(config, subject_sessions())
+if PROBLEMS:
+    raise WorkflowError("\n".join(PROBLEMS))
 
 
 def preprocess_settings(*keys):

@@ -64,7 +64,7 @@ for _subject, _sessions in raw_subjects().items():
             "../scripts/preprocess_subject.py"
 
 
-if RAW_SOURCE:
+if RAW_SOURCE and PRE["images"] == "raw":
 
     # The images file: every imgBrick image resized, 256 at a time.
     rule preprocess_images:
@@ -88,6 +88,9 @@ if RAW_SOURCE:
             settings=preprocess_settings("image_resize", "image_antialias"),
         script:
             "../scripts/preprocess_images.py"
+
+
+if RAW_SOURCE:
 
     # The small index files and the test images of the run's subject.
     rule preprocess_index:
@@ -125,7 +128,7 @@ if RAW_SOURCE:
                 data_path(f) for f in preprocess.subject_outputs(int(w.subject), raw_subjects()[int(w.subject)])
             ],
             images=data_path(nsd.IMAGES_FILE),
-            stimuli=raw_path(raw_nsd.STIMULI),
+            stimuli=[raw_path(raw_nsd.STIMULI)] if PRE["images"] == "raw" else [],
             code=code("check_release.py"),
         output:
             "checks/release_subj{subject}.tsv",

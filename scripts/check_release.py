@@ -9,7 +9,8 @@ from fmri_recon.data import release_check
 
 log = runlog.setup(snakemake.log[0])
 p = snakemake.params
-rows = release_check.check(p.data_dir, p.release_dir, snakemake.input.stimuli, p.subject, p.sessions)
+stimuli = snakemake.input.stimuli[0] if snakemake.input.stimuli else None   # preprocess.images: release -> none
+rows = release_check.check(p.data_dir, p.release_dir, stimuli, p.subject, p.sessions)
 with helpers.atomic_output(snakemake.output[0]) as tmp:
     pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
 for r in rows:

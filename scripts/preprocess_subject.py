@@ -5,7 +5,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, i
 import json
 
 from fmri_recon import helpers, runlog
-from fmri_recon.data import preprocess, raw_nsd
+from fmri_recon.data import preprocess, raw_nsd, rebuild
 
 log = runlog.setup(snakemake.log[0])
 inp, p = snakemake.input, snakemake.params
@@ -15,7 +15,7 @@ sources = {"design": inp.design, "stim_info": inp.stim_info, "roi": inp.roi, "re
 origin = preprocess.provenance(sources, settings)
 shared = raw_nsd.read_shared1000(inp.design, inp.stim_info)
 raw = {"betas": list(inp.betas), "roi": inp.roi, "responses": inp.responses}
-made = preprocess.build_subject(raw, p.subject, p.sessions, settings, p.data_dir, shared, origin)
+made = rebuild.build_subject(raw, p.subject, p.sessions, settings, p.data_dir, shared, origin)
 made.pop("image_ids")
 helpers.write_json(snakemake.output.provenance, {**origin, "made": made})
 log.info("subject %d rebuilt: %s", p.subject, made)

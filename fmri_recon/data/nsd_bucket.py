@@ -1,10 +1,10 @@
 """Resumable, checked download of single files of NSD's public S3 bucket over plain HTTPS.
 
-NSD's manual ("How to get the data") serves every file by anonymous HTTPS GET of
-``<BUCKET_URL>/<key>``, e.g. ``nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/
-betas_session01.nii.gz``.  Files are written to ``<dest>.part`` (with the object's ETag in
-``<dest>.part.etag``, so a later run resumes only bytes of the same object version) and moved onto
-``dest`` once their size, and for single-part uploads their MD5, match what the bucket announced.
+NSD's manual ("How to get the data") serves every file by anonymous HTTPS GET of ``<BUCKET_URL>/<key>``,
+e.g. ``nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.nii.gz``.  A file
+is written to ``<dest>.part`` (the object's ETag in ``<dest>.part.etag``, so a later run resumes only bytes
+of the same object version) and moved onto ``dest`` once its size, and for single-part uploads its MD5,
+match what the bucket announced.
 
 Why our own ~60 lines rather than a library: huggingface_hub (used in ``hub.py``) only speaks the
 HF hub; boto3/s3fs would add credential handling and a large dependency for anonymous GETs; pooch
@@ -35,20 +35,15 @@ class _Interrupted(Exception):
 
 
 def _object_url(key: str, url: str) -> str:
-    return f"{url.rstrip('/')}/{key.lstrip('/')}"
+    return f"{url.rstrip('/')}/{key.lstrip('/')}"     # also for keys written "/nsddata/..."
 
 
 def _etag(headers) -> str | None:
-    value = headers.get("ETag")
-    return value.strip().removeprefix("W/").strip('"') if value else None
+    return (headers.get("ETag") or "").strip().removeprefix("W/").strip('"') or None
 
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
-
-
-def _mib(n: int | None) -> str:
-    return "unknown size" if n is None else f"{n / 2**20:.1f} MiB"
 
 
 def _session(retries: int):
@@ -61,8 +56,8 @@ def _session(retries: int):
     retry = Retry(total=retries, backoff_factor=RETRY_WAIT_S, status_forcelist=(500, 502, 503, 504),
                   allowed_methods=frozenset({"HEAD", "GET"}), raise_on_status=False)
     session = requests.Session()
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    session.mount("http://", HTTPAdapter(max_retries=retry))
+    for scheme in ("https://", "http://"):
+        session.mount(scheme, HTTPAdapter(max_retries=retry))
     session.headers["Accept-Encoding"] = "identity"   # the object's bytes, never a re-encoding
     return session
 
@@ -103,8 +98,7 @@ def head(key: str, url: str = BUCKET_URL, timeout: float = 60) -> tuple[int | No
 
 def _get(session, key: str, full: str, part: Path, size, etag, chunk_bytes: int, timeout: float):
     """One GET appending to ``part`` (or refilling it); (size, etag) of the object that answered."""
-    tag_file = part.with_name(part.name + ".etag")
-    have = _size(part)
+    tag_file, have = part.with_name(part.name + ".etag"), _size(part)
     old = tag_file.read_text() if have and tag_file.exists() else None
     if have and old == etag and have == size:
         return size, etag              # finished by an earlier run that stopped before the rename
@@ -122,7 +116,7 @@ def _get(session, key: str, full: str, part: Path, size, etag, chunk_bytes: int,
             if not m or int(m.group(1)) != have:
                 part.unlink()
                 raise _Interrupted(f"unusable Content-Range {r.headers.get('Content-Range')!r}")
-            size, mode = int(m.group(2)), "wb"
+            size, mode = int(m.group(2)), "ab"
         else:   # 200: a fresh start, or the object changed / the server ignores ranges
             if have:
                 log.info("%s: the bucket sent the whole object (changed, or no ranges): starting over", key)
@@ -132,10 +126,10 @@ def _get(session, key: str, full: str, part: Path, size, etag, chunk_bytes: int,
         with open(part, mode) as f:
             if mode == "wb" and etag:
                 tag_file.write_text(etag)
-            # raw bytes as they arrive: requests' iter_content would undo a Content-Encoding
+            # raw bytes as they arrive: iter_content would undo a Content-Encoding, and loses the bytes
+            # urllib3 had buffered when the connection is cut (seen with urllib3 2.8)
             for chunk in r.raw.stream(chunk_bytes, decode_content=False):
-                f.write(chunk)
-                got += len(chunk)
+                got += f.write(chunk)
         if length is not None and got < int(length):
             raise _Interrupted(f"the answer ended after {got} of {length} bytes")
     return size, etag
@@ -154,11 +148,9 @@ def _verify(key: str, full: str, part: Path, size: int | None, etag: str | None)
         _discard(part)
         raise DataError(f"{key}: {full} announced {size} bytes but {got} arrived; deleted {part}, run again.")
     if not (etag and _MD5.fullmatch(etag)):
-        return False                   # multipart ETag: no MD5 of the content, so size only
-    md5 = hashlib.md5(usedforsecurity=False)
+        return False                   # multipart ETag: not the content's MD5, so size only
     with open(part, "rb") as f:
-        while block := f.read(8 << 20):
-            md5.update(block)
+        md5 = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False))
     if md5.hexdigest() != etag:
         _discard(part)
         raise DataError(f"{key}: the bytes from {full} have MD5 {md5.hexdigest()}, expected the ETag "
@@ -166,43 +158,43 @@ def _verify(key: str, full: str, part: Path, size: int | None, etag: str | None)
     return True
 
 
-def download(key: str, dest: Path, url: str = BUCKET_URL, *, chunk_bytes: int = 8 << 20, retries: int = 3,
-             timeout: float = 60) -> dict:
-    """Fetch object ``key`` of the bucket at ``url`` to ``dest``, resuming ``<dest>.part`` left by an
-    earlier try or run; check it (size, and MD5 where the ETag is one) and move it onto ``dest``.
-
-    A cut connection is resumed with ``Range``; ``retries`` tries in a row that bring no new byte
-    give up (the part stays for the next run).  Returns {"key", "url", "bytes", "etag",
-    "md5_checked"}.  Raises DataError naming the key and URL (missing key, access denied, a
-    mismatch: then nothing is left at ``dest`` or in the part).
-    """
+def _fetch(session, key: str, full: str, part: Path, size, etag, chunk_bytes: int, retries: int, timeout: float):
+    """GET into ``part`` until complete, resuming after each cut; give up after ``retries`` tries in a row
+    that did not take the part past the longest it has been (so lose-and-refetch cycles end too)."""
     import requests
     import urllib3
 
+    best, stalled = _size(part), 0
+    while True:
+        try:
+            return _get(session, key, full, part, size, etag, chunk_bytes, timeout)
+        except (_Interrupted, requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as e:
+            stalled, best = (0, _size(part)) if _size(part) > best else (stalled + 1, best)
+            if stalled > retries:
+                raise DataError(f"{key}: {full} failed {stalled} times in a row without progress ({e}); "
+                                f"{_size(part)} of {size} bytes are kept in {part}: run again to resume.") from e
+            log.warning("%s: %s; resuming after %d bytes", key, e, _size(part))
+            time.sleep(RETRY_WAIT_S * stalled)
+
+
+def download(key: str, dest: Path, url: str = BUCKET_URL, *, chunk_bytes: int = 8 << 20, retries: int = 3,
+             timeout: float = 60) -> dict:
+    """Fetch object ``key`` of the bucket at ``url`` to ``dest``, resuming the ``<dest>.part`` of an earlier try
+    or run; check it (size, and MD5 where the ETag is one), move it onto ``dest``; return {"key", "url", "bytes",
+    "etag", "md5_checked"}.  DataError naming key and URL: missing key, access denied, ``retries`` tries in a row
+    without progress (the part stays for the next run), or a mismatch (nothing left at ``dest`` nor in the part).
+    """
     full, dest = _object_url(key, url), Path(dest)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)   # the part is written beside dest
     with _session(retries) as session:
         size, etag = _head(session, key, full, timeout)
-        log.info("downloading %s (%s)%s -> %s", full, _mib(size),
+        log.info("downloading %s (%s bytes)%s -> %s", full, size,
                  f", resuming after {_size(part)} bytes" if _size(part) else "", dest)
-        stalled = 0
-        while True:
-            before = _size(part)
-            try:
-                size, etag = _get(session, key, full, part, size, etag, chunk_bytes, timeout)
-                break
-            except (_Interrupted, requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as e:
-                stalled = 0 if _size(part) > before else stalled + 1
-                if stalled > retries:
-                    raise DataError(f"{key}: {full} failed {stalled} times in a row without progress ({e}); "
-                                    f"{_size(part)} of {size} bytes are kept in {part}: run again to resume.") from e
-                log.warning("%s: %s; resuming after %d bytes", key, e, _size(part))
-                time.sleep(RETRY_WAIT_S * stalled)
+        size, etag = _fetch(session, key, full, part, size, etag, chunk_bytes, retries, timeout)
     md5_checked = _verify(key, full, part, size, etag)
     os.replace(part, dest)
-    part.with_name(part.name + ".etag").unlink(missing_ok=True)
-    log.info("%s: %d bytes, %s -> %s", key, dest.stat().st_size,
-             "MD5 checked" if md5_checked else "size checked (multipart ETag, no MD5)", dest)
+    _discard(part)                                   # the ETag file beside the part
+    log.info("%s: %d bytes, %s -> %s", key, size, "MD5 checked" if md5_checked else "size checked (multipart ETag)", dest)
     return {"key": key, "url": full, "bytes": dest.stat().st_size, "etag": etag, "md5_checked": md5_checked}

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from fmri_recon import helpers
-from fmri_recon.data import behaviour, nsd, raw_nsd
+from fmri_recon.data import nsd
 
 log = logging.getLogger(__name__)
 
@@ -74,34 +74,7 @@ def resize_images(images: np.ndarray, size: int = 224, method: str = "bilinear",
     return x.clamp(0, 1).half().numpy()
 
 
-# --------------------------------------------------------------------------- builders
-def build_subject(raw: dict, subject: int, sessions: int, settings: dict, data_dir: str | Path, shared: np.ndarray,
-                  origin: dict | None = None) -> dict:
-    """Write one subject's betas file and shards under ``data_dir`` from the raw files ``raw``
-    (``{"betas": [per session], "roi", "responses"}``); returns what was made. ``origin`` (the
-    sources, settings and code: ``provenance``) is kept in the betas file's attributes."""
-    table = raw_nsd.read_responses(raw["responses"], sessions)
-    b, tps = behaviour.from_responses(table, shared, str(raw["responses"]))
-    if b[:, nsd.COL_SUBJECT].min() != subject or b[:, nsd.COL_SUBJECT].max() != subject:
-        raise nsd.DataError(f"{raw['responses']}: SUBJECT column holds {np.unique(b[:, 1]).tolist()}, expected {subject}")
-    mask = raw_nsd.read_roi(raw["roi"], settings["roi_labels"])
-    betas = np.empty((sessions * tps, int(mask.sum())), np.float32)
-    for k, path in enumerate(raw["betas"]):
-        log.info("subject %d: session %d/%d (%s)", subject, k + 1, sessions, path)
-        rows = raw_nsd.read_betas(path, mask)
-        if len(rows) != tps:
-            raise nsd.DataError(f"{path}: {len(rows)} trials, but responses.tsv has {tps} in session {k + 1}")
-        betas[k * tps:(k + 1) * tps] = rows
-    train_rows = np.flatnonzero(b[:, nsd.COL_SHARED1000] == 0)
-    betas = normalise(betas, train_rows, path=str(raw["betas"][0]))
-    out = Path(data_dir)
-    _write_h5(out / nsd.betas_file(subject), "betas", betas, origin)
-    behaviour.write_shards(out, subject, behaviour.context_arrays(b, tps), tps)
-    return {"subject": subject, "sessions": sessions, "trials": len(b), "voxels": betas.shape[1],
-            "train_trials": len(train_rows), "test_trials": int(len(b) - len(train_rows)),
-            "image_ids": b[:, nsd.COL_IMAGE].astype(np.int64)}
-
-
+# --------------------------------------------------------------------------- builders (a subject's: rebuild.py)
 def write_images(stimuli: str | Path, out: str | Path, settings: dict, origin: dict | None = None,
                  size: int = IMAGE_SIZE, chunk: int = 256) -> int:
     """``imgBrick`` of ``nsd_stimuli.hdf5`` -> the images file, ``chunk`` images at a time (the
@@ -150,10 +123,11 @@ def write_index_files(data_dir: str | Path, shared: np.ndarray, image_ids: dict[
             f.create_dataset(nsd.mask_group(subject), data=np.asarray(ids, np.int64))
 
 
-def _write_h5(path: Path, name: str, data: np.ndarray, origin: dict | None) -> None:
-    """Contiguous like the released betas file (Second-Sight wrote it without chunks)."""
+def write_betas(path: str | Path, betas: np.ndarray, origin: dict | None = None) -> None:
+    """The betas file: dataset ``betas``, contiguous like the released one (Second-Sight wrote it
+    without chunks), with its provenance as an attribute."""
     with helpers.atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-        ds = f.create_dataset(name, data=data)
+        ds = f.create_dataset("betas", data=betas)
         if origin:
             ds.attrs["provenance"] = json.dumps(origin, sort_keys=True)
 

@@ -56,6 +56,25 @@ def subject_keys(subject: int, sessions: int, settings: dict) -> list[str]:
             roi_key(subject, settings["roi"]), responses_key(subject)]
 
 
+def config_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]:
+    """preprocess.source = raw: dataset nsd, NSD's subjects, enough sessions rebuilt for every
+    experiment (one line per problem naming the key, as fmri_recon.configuration.check)."""
+    pre = config.get("preprocess") or {}
+    if pre.get("source", "release") != "raw":
+        return []
+    if config["dataset"] != "nsd":
+        return ["config: preprocess.source = raw needs dataset = nsd (the synthetic dataset is written directly)"]
+    problems, rebuilt = [], pre.get("sessions")
+    for s, n in subject_sessions.items():
+        have = rebuilt if rebuilt is not None else SESSIONS.get(s)
+        if have is None:
+            problems.append(f"config: subject {s} is not an NSD subject (1-8); preprocess.sessions: null means "
+                            "all of NSD's sessions of each subject: set preprocess.sessions")
+        elif n > have:
+            problems.append(f"config: {n} sessions of subject {s} are used but preprocess.sessions rebuilds {have}")
+    return problems
+
+
 # --------------------------------------------------------------------------- readers
 def read_roi(path: str | Path, labels) -> np.ndarray:
     """Boolean (X,Y,Z) mask of the voxels whose label in the ROI volume is one of ``labels``

@@ -81,9 +81,10 @@ def compare_images(stimuli: Path, release: Path, ids: np.ndarray) -> list[dict]:
     return rows
 
 
-def check(rebuilt_dir: str | Path, release_dir: str | Path, stimuli: str | Path, subject: int, sessions: int,
+def check(rebuilt_dir: str | Path, release_dir: str | Path, stimuli: str | Path | None, subject: int, sessions: int,
           image_count: int = 64) -> list[dict]:
-    """Every comparison of one subject's rebuilt files with the released ones that are present."""
+    """Every comparison of one subject's rebuilt files with the released ones that are present
+    (the images only with NSD's ``stimuli`` file: preprocess.images = raw)."""
     rebuilt_dir, release_dir = Path(rebuilt_dir), Path(release_dir)
     tars = preprocess.subject_outputs(subject, sessions)[1:]
     behav = np.concatenate([nsd.read_tar(rebuilt_dir / t)["behav"][:, 0] for t in tars[:sessions]])
@@ -95,7 +96,9 @@ def check(rebuilt_dir: str | Path, release_dir: str | Path, stimuli: str | Path,
         rows.append(_row(nsd.betas_file(subject), "present in release", "no", "not compared"))
     rows += compare_shards(rebuilt_dir, release_dir, tars)
     images = release_dir / nsd.IMAGES_FILE
-    if images.exists():
+    if stimuli is None:
+        rows.append(_row(nsd.IMAGES_FILE, "rebuilt", "no", "preprocess.images = release"))
+    elif images.exists():
         ids = np.unique(behav[:, nsd.COL_IMAGE].astype(np.int64))[:image_count]
         rows += compare_images(Path(stimuli), images, ids)
     else:

@@ -23,6 +23,7 @@ def write_release(settings: dict, bucket: Path, direct: Path, data_dir: Path | N
         synthetic.write_dataset(cfg, direct, resize)
     keys = synthetic_raw.write_raw(cfg, bucket, resize)
     for rel in NOT_IN_NSD if data_dir is not None else ():
-        (data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(direct / rel, data_dir / rel)
+        if not (data_dir / rel).exists():                   # a finished run's copies stay as they are
+            (data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(direct / rel, data_dir / rel)
     return keys

@@ -17,7 +17,6 @@ DEMO_COMMAND = "bash setup.sh && .venv/bin/snakemake --directory demo --configfi
 TEST_COMMAND = "bash setup.sh && .venv/bin/python -m pytest -q"
 README_MAX_LINES = 160
 
-RULE = re.compile(r"^\s*rule (\w+):", re.M)     # rules inside `if` blocks (synthesize, download) are indented
 SCRIPT_LINE = re.compile(r'script:\s*\n?\s*"([^"]+)"')
 SCRIPT_PATH = re.compile(r"scripts/\w+\.py")
 RULES_FILE = re.compile(r"rules/\w+\.smk")
@@ -28,13 +27,13 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 def smk_rules(files: dict[str, str]) -> dict[str, dict]:
     """{rule: {"file": "rules/x.smk", "script": "scripts/y.py" or None}} of rules files' texts
     ({"rules/x.smk": text}): each rule's block runs to the next rule."""
+    from rule_files import blocks      # rules in `if` blocks and loops too (tests/support/rule_files.py)
+
     out = {}
     for file, text in files.items():
-        starts = list(RULE.finditer(text))
-        for i, match in enumerate(starts):
-            block = text[match.end(): starts[i + 1].start() if i + 1 < len(starts) else len(text)]
+        for name, block in blocks(text):
             script = SCRIPT_LINE.search(block)
-            out[match.group(1)] = {"file": file, "script": script and f"scripts/{Path(script.group(1)).name}"}
+            out[name] = {"file": file, "script": script and f"scripts/{Path(script.group(1)).name}"}
     return out
 
 

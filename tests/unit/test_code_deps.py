@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from fmri_recon import code_deps
-from rule_files import rules
+from rule_files import blocks, rules
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "fmri_recon"
 MODULES = sorted(PACKAGE.rglob("*.py"))
-DOWNLOADS = {"download", "download_weights", "snapshot_weights", "snapshot_configs", "eval_weights"}
+DOWNLOADS = {"download", "download_weights", "snapshot_weights", "snapshot_configs", "eval_weights", "fetch_raw"}
 
 
 def dotted(path: Path) -> str:
@@ -84,16 +84,13 @@ def test_the_walker_on_a_hand_built_package(tmp_path):
 
 def test_every_rule_derives_its_code_inputs_from_its_own_script():
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
-            name = re.search(r"^\s*rule (\w+):", block, re.M)
-            if not name:
-                continue
+        for name, block in blocks(smk.read_text()):
             script = re.search(r'script:\s*\n\s*"\.\./scripts/([\w.]+)"', block).group(1)
             code = re.findall(r'code=code\("([\w.]+)"\)', block)
-            if name.group(1) in DOWNLOADS:       # a verified download does not depend on our code
-                assert not code, f"rule {name.group(1)}"
+            if name in DOWNLOADS:       # a verified download does not depend on our code
+                assert not code, f"rule {name}"
             else:
-                assert code == [script], f"rule {name.group(1)} runs {script} but its code input is {code}"
+                assert code == [script], f"rule {name} runs {script} but its code input is {code}"
     assert {r for r in rules() if r not in DOWNLOADS} >= {"train", "reconstruct", "random_model", "evaluate"}
 
 

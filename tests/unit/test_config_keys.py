@@ -123,13 +123,24 @@ RAW = {"dataset": "nsd", "preprocess": {"source": "raw"}, "captions": {"weights"
      "experiments.x.normalisation = 'train_sessions' with outputs"),
     ({"decoder": {"clip": "ViT-H"}}, "decoder.clip = 'ViT-H' is not a key of clip_models"),
     ({"experiments": {"x": {"subjects": [3]}}}, "subject 3 is used but synthetic.subjects = [1]"),
-    ({"preprocess": {"source": "raw"}}, "preprocess.source = raw needs dataset = nsd"),
-    ({**RAW, "preprocess": {"source": "raw", "sessions": 1}, "experiments": {"x": {"num_sessions": 2}}},
-     "2 sessions of subject 1 are used but preprocess.sessions rebuilds 1"),
-    ({**RAW, "subject": 9}, "subject 9 is not an NSD subject (1-8)"),
     ({"experiments": {"x": {"init_from": "data:train_logs/multisubject_subj02_hypatia/last.pth"}}},
      "was pretrained on subjects 1, 3, 4, 5, 6, 7, 8 (all but 2), so on subject 1's own test images"),
 ])
 def test_each_check_names_the_key_at_fault(overrides, message):
     problems = configuration.check(demo_config(overrides))
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"preprocess": {"source": "raw"}}, "preprocess.source = raw needs dataset = nsd"),
+    ({**RAW, "preprocess": {"source": "raw", "sessions": 1}, "experiments": {"x": {"num_sessions": 2}}},
+     "2 sessions of subject 1 are used but preprocess.sessions rebuilds 1"),
+    ({**RAW, "subject": 9}, "subject 9 is not an NSD subject (1-8)"),
+])
+def test_each_preprocess_check_names_the_key_at_fault(overrides, message):
+    from fmri_recon import experiment
+    from fmri_recon.data import raw_nsd
+
+    config = demo_config(overrides)
+    problems = configuration.check(config) + raw_nsd.config_problems(config, experiment.subject_sessions(config))
     assert len(problems) == 1 and message in problems[0], problems

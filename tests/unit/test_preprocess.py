@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fmri_recon.data import behaviour, nsd, preprocess, raw_nsd, release_check, synthetic, synthetic_raw
+from fmri_recon.data import behaviour, nsd, preprocess, raw_nsd, rebuild, release_check, synthetic, synthetic_raw
 
 SMALL = dict(num_voxels=[40], num_sessions=2, trials_per_session=60, num_images=80, num_test_images=8,
              image_size=32, raw_image_size=48)
@@ -33,10 +33,10 @@ def raw_files(bucket, fmt="nii.gz", roi="nsdgeneral"):
             "responses": bucket / raw_nsd.responses_key(1)}
 
 
-def rebuild(release, out, fmt="nii.gz", settings=SETTINGS):
+def rebuild_all(release, out, fmt="nii.gz", settings=SETTINGS):
     bucket = release / "bucket"
     shared = raw_nsd.read_shared1000(bucket / raw_nsd.DESIGN, bucket / raw_nsd.STIM_INFO)
-    made = preprocess.build_subject(raw_files(bucket, fmt, settings["roi"]), 1, 2, settings, out, shared)
+    made = rebuild.build_subject(raw_files(bucket, fmt, settings["roi"]), 1, 2, settings, out, shared)
     preprocess.write_images(bucket / raw_nsd.STIMULI, out / nsd.IMAGES_FILE, settings, size=SMALL["image_size"])
     preprocess.write_eval_images(out, 1)
     preprocess.write_index_files(out, shared, {1: preprocess.trial_images(out, 1, 2)})
@@ -154,13 +154,13 @@ def test_a_session_with_fewer_trials_than_its_responses_is_named(release, tmp_pa
     table.to_csv(files["responses"], sep="\t", index=False)
     shared = raw_nsd.read_shared1000(bucket / raw_nsd.DESIGN)
     with pytest.raises(nsd.DataError, match="responses.tsv: sessions"):
-        preprocess.build_subject(files, 1, 2, SETTINGS, tmp_path / "out", shared)
+        rebuild.build_subject(files, 1, 2, SETTINGS, tmp_path / "out", shared)
 
 
 # --------------------------------------------------------------------------- the whole rebuild
 @pytest.mark.parametrize("fmt", ["nii.gz", "hdf5"])
 def test_rebuilt_layout_equals_the_directly_written_one(release, tmp_path, fmt):
-    made = rebuild(release, tmp_path, fmt)
+    made = rebuild_all(release, tmp_path, fmt)
     direct = release / "direct"
     assert made["voxels"] == SMALL["num_voxels"][0] and made["trials"] == 2 * SMALL["trials_per_session"]
     for name, key in ((nsd.betas_file(1), "betas"), (nsd.IMAGES_FILE, "images")):
@@ -178,7 +178,7 @@ def test_rebuilt_layout_equals_the_directly_written_one(release, tmp_path, fmt):
 
 def test_another_roi_gives_its_own_voxels(release, tmp_path):
     settings = {**SETTINGS, "roi": "prf-visualrois", "roi_labels": [1, 3]}   # V1v and V2v of the synthetic grid
-    made = rebuild(release, tmp_path, settings=settings)
+    made = rebuild_all(release, tmp_path, settings=settings)
     n = SMALL["num_voxels"][0]
     assert made["voxels"] == 2 * max(2, round(0.15 * n))
     with h5py.File(tmp_path / nsd.betas_file(1)) as f:
@@ -190,7 +190,7 @@ def test_the_rebuilt_betas_carry_their_provenance(release, tmp_path):
     files = raw_files(bucket)
     origin = preprocess.provenance({"roi": files["roi"]}, SETTINGS)
     shared = raw_nsd.read_shared1000(bucket / raw_nsd.DESIGN)
-    preprocess.build_subject(files, 1, 2, SETTINGS, tmp_path, shared, origin)
+    rebuild.build_subject(files, 1, 2, SETTINGS, tmp_path, shared, origin)
     import json
 
     with h5py.File(tmp_path / nsd.betas_file(1)) as f:
@@ -201,7 +201,7 @@ def test_the_rebuilt_betas_carry_their_provenance(release, tmp_path):
 
 # --------------------------------------------------------------------------- check against the release
 def test_release_check_finds_no_difference_in_an_equal_rebuild_and_one_changed_value(release, tmp_path):
-    rebuild(release, tmp_path / "rebuilt")
+    rebuild_all(release, tmp_path / "rebuilt")
     stimuli = release / "bucket" / raw_nsd.STIMULI
     rows = release_check.check(tmp_path / "rebuilt", release / "direct", stimuli, 1, 2, image_count=16)
     values = {(r["item"], r["measure"]): r["value"] for r in rows}

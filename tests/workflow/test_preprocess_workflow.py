@@ -1,0 +1,94 @@
+"""The demo_more run starts from the synthetic dataset's raw NSD release, downloaded from a local
+bucket (tests/conftest.py): the rebuilt files must equal the directly written ones, the bill must
+list the bucket's files, and check_release must find no difference."""
+from __future__ import annotations
+
+import csv
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import DEMO, MORE, snakemake
+
+from fmri_recon.data import nsd, preprocess, raw_nsd
+
+pytestmark = pytest.mark.e2e
+SESSIONS = 2          # tests/support/demo_more.yaml: preprocess.sessions
+
+
+def raw_keys():
+    keys = [raw_nsd.DESIGN, raw_nsd.STIM_INFO, raw_nsd.STIMULI]
+    return keys + raw_nsd.subject_keys(1, SESSIONS, {"beta_version": "b3", "beta_format": "nii.gz", "roi": "nsdgeneral"})
+
+
+def test_rebuilt_files_equal_the_directly_written_ones(demo_more_run, nsd_bucket):
+    data, direct = demo_more_run / "data", nsd_bucket.direct
+    for name, key in ((nsd.betas_file(1), "betas"), (nsd.IMAGES_FILE, "images")):
+        with h5py.File(direct / name) as a, h5py.File(data / name) as b:
+            assert a[key].shape == b[key].shape
+            np.testing.assert_array_equal(a[key][:], b[key][:])
+    for tar in preprocess.subject_outputs(1, SESSIONS)[1:]:
+        a, b = nsd.read_tar(direct / tar), nsd.read_tar(data / tar)
+        for k in nsd.SAMPLE_ARRAYS:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert torch.equal(torch.load(direct / nsd.EVAL_IMAGES), torch.load(data / nsd.EVAL_IMAGES))
+    np.testing.assert_array_equal(np.load(direct / preprocess.SHARED_FILE), np.load(data / preprocess.SHARED_FILE))
+
+
+def test_every_raw_file_came_from_the_bucket_once_with_its_provenance(demo_more_run, nsd_bucket):
+    for key in raw_keys():
+        assert (demo_more_run / "nsd_raw" / key).read_bytes() == (nsd_bucket.root / key).read_bytes()
+        assert (demo_more_run / "logs/fetch_raw" / f"{key}.log").exists()
+        assert len(nsd_bucket.gets(key)) <= 1                    # none when FMRI_DEMO_MORE_RUN was finished
+    assert not (demo_more_run / "nsd_raw" / raw_nsd.betas_key(1, 1, "b3", "hdf5")).exists()   # only what the config reads
+    origin = json.loads((demo_more_run / "data/provenance/subj01.json").read_text())
+    betas = origin["sources"]["betas_session02"]
+    assert betas["bytes"] == (nsd_bucket.root / raw_nsd.betas_key(1, 2)).stat().st_size
+    assert origin["settings"]["beta_version"] == "b3" and origin["made"]["voxels"] == 600
+    with h5py.File(demo_more_run / "data" / nsd.betas_file(1)) as f:
+        assert json.loads(f["betas"].attrs["provenance"])["sources"] == origin["sources"]
+
+
+def test_download_plan_lists_the_bucket_files_with_their_sizes(demo_more_run, nsd_bucket):
+    overrides = {"preprocess": {"url": nsd_bucket.url}}
+    snakemake(demo_more_run, "checks/download_plan.tsv", "--forcerun", "download_plan", configs=(DEMO, MORE),
+              overrides=overrides)
+    with open(demo_more_run / "checks/download_plan.tsv", newline="") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f, delimiter="\t") if r["repo"] == nsd_bucket.url}
+    assert sorted(rows) == sorted(raw_keys())
+    for key, row in rows.items():
+        assert int(row["bytes"]) == (nsd_bucket.root / key).stat().st_size and row["status"] == "here"
+
+
+def test_check_release_finds_the_rebuild_equal_to_the_release(demo_more_run, nsd_bucket):
+    overrides = {"preprocess": {"release_dir": str(nsd_bucket.direct)}}
+    snakemake(demo_more_run, "checks/release_subj01.tsv", configs=(DEMO, MORE), overrides=overrides)
+    with open(demo_more_run / "checks/release_subj01.tsv", newline="") as f:
+        rows = {(r["item"], r["measure"]): r["value"] for r in csv.DictReader(f, delimiter="\t")}
+    assert rows[(nsd.betas_file(1), "elements over tolerance")] == "0"
+    assert rows[(nsd.betas_file(1), "max |rebuilt - released|")] == "0"
+    assert rows[(nsd.IMAGES_FILE, "closest resize")] == "bilinear antialias"
+    tars = [v for (item, _), v in rows.items() if item.endswith(".tar")]
+    assert len(tars) == 4 * (SESSIONS + 2) and set(tars) == {"0"}
+
+
+@pytest.mark.parametrize("images", ["raw", "release"])
+def test_a_full_raw_subject_plans_only_its_own_files(tmp_path, images):
+    """Subject 2, b2 betas, another ROI, all of NSD's sessions: the dry run fetches exactly its files
+    (the stimuli only when the images are rebuilt too; else the released images file)."""
+    pre = {"source": "raw", "beta_version": "b2", "roi": "prf-visualrois", "roi_labels": [1, 2], "images": images}
+    overrides = {"dataset": "nsd", "download": True, "subject": 2, "preprocess": pre,
+                 "experiments": {"lite_bigG": None, "blurry_bigG": None, "seed_vitb32": {"num_epochs": 1}},
+                 "captions": {"weights": "random"}, "refine": {"base": "random"}, "decoder": {"weights": "random"}}
+    out = snakemake(tmp_path, "all", "-n", overrides=overrides)
+    lines = (out.stdout + out.stderr).splitlines()
+    fetched = {lines[i + 1].split("output: nsd_raw/")[1] for i, line in enumerate(lines) if line.endswith("rule fetch_raw:")}
+    want = {raw_nsd.DESIGN, raw_nsd.STIM_INFO, *([raw_nsd.STIMULI] if images == "raw" else []),
+            *raw_nsd.subject_keys(2, 40, {"beta_version": "b2", "beta_format": "nii.gz", "roi": "prf-visualrois"})}
+    assert fetched == want and len(want) == 44 + (images == "raw")
+    hub = {lines[i + 1].split("output: data/")[1] for i, line in enumerate(lines) if line.endswith("rule download:")}
+    assert (nsd.IMAGES_FILE in hub) == (images == "release") and nsd.betas_file(2) not in hub
+    assert "betas_fithrf/betas_session40.nii.gz" in " ".join(want)
+    assert "rule preprocess_subj02:" in "\n".join(lines) and "preprocess_subj01" not in "\n".join(lines)
