@@ -297,7 +297,7 @@ def test_demo_builds_data_and_targets(demo_more_run):
         assert cache.image_ids.tolist() == split.all_images().tolist() and cache.shape == shape
         tokens = cache.get(split.test_images).astype(np.float32)
         assert np.isfinite(tokens).all() and tokens.std() > 0.1
-    for job in ("synthesize", "check_data/subj01", "targets/bigG"):
+    for job in ("preprocess/subj01", "check_data/subj01", "targets/bigG"):   # demo_more starts from raw NSD
         assert (demo_more_run / f"benchmarks/{job}.tsv").exists() and (demo_more_run / f"logs/{job}.log").exists()
 
 
