@@ -65,9 +65,15 @@ def data_input(*rels):
 
 def optional_data(rel):
     """A dataset file that only adds a metric (region masks, GNet): with download: false and the
-    file absent, None (the stage then leaves those columns empty and says why)."""
+    file absent, or voxels of another ROI than theirs (nsdgeneral), None (the stage then leaves
+    those columns empty and says why)."""
     path = data_path(rel)
-    return None if data_is_given() and not os.path.exists(path) else path
+    return None if (data_is_given() and not os.path.exists(path)) or not released_voxels() else path
+
+
+def released_voxels():
+    """Whether the voxels are the released ones (nsdgeneral == 1), which GNet and the region masks describe."""
+    return not RAW_SOURCE or (PRE["roi"], PRE["roi_labels"]) == ("nsdgeneral", [1])
 
 
 def spec_file(spec):
@@ -130,6 +136,18 @@ def raw_subject_inputs(s):
             "design": raw_path(raw_nsd.DESIGN), "stim_info": raw_path(raw_nsd.STIM_INFO)}
 
 
+def raw_present():
+    """download: false with a raw source: the bucket files must be in raw_dir already; all missing
+    ones are named before any job runs."""
+    missing = [k for k in raw_keys() if not os.path.exists(raw_path(k))]
+    if missing and not config["download"]:
+        raise WorkflowError(
+            f"download: false, but {len(missing)} of NSD's files are missing under preprocess.raw_dir "
+            f"({PRE['raw_dir']}): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. Put them "
+            "there under their bucket keys or set download: true."
+        )
+
+
 def preprocessed_files():
     """Files of the dataset layout the preprocess rules make (none with source: release)."""
     files = [f for f in preprocess.SHARED_OUTPUTS if PRE["images"] == "raw" or f != nsd.IMAGES_FILE] if RAW_SOURCE else []
@@ -147,8 +165,8 @@ def needed_files(subjects=None):
             files.update(nsd.required_files(s, n, config["new_test"]))
     if subjects is None:  # model and mask files of the dataset repo the later stages read
         ev = config["evaluate"]
-        files.add(ev["masks"])
-        specs = [DECODER["weights"], ev["gnet"]]
+        files.update([ev["masks"]] if released_voxels() else [])
+        specs = [DECODER["weights"], ev["gnet"] if released_voxels() else ""]
         specs += [released_converter(c) for c in used_clip_models() if released_converter(c)]
         specs += [experiment(e).get(k) or "" for e in config["experiments"] for k in ("init_from", "checkpoint")]
         specs += [f for e in config["experiments"] for f in released_outputs(e).values()]
@@ -506,6 +524,7 @@ def cost_files():
 PROBLEMS = configuration.check(config) + raw_nsd.config_problems(config, subject_sessions())
 if PROBLEMS:
     raise WorkflowError("\n".join(PROBLEMS))
+raw_present()
 
 
 def preprocess_settings(*keys):

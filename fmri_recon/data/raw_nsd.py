@@ -1,5 +1,5 @@
 """NSD's own release (the ``natural-scenes-dataset`` bucket): which files a preprocessing run
-needs, and their readers. Facts and sources: docs/preprocessing.md.
+needs, and their readers (facts and sources: docs/preprocessing.md).
 
 Light at import (no nibabel, scipy or pandas): the Snakefile lists the raw files from here.
 """

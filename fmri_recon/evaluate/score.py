@@ -69,7 +69,8 @@ def missing_brain_inputs(ev: dict, inputs) -> str | None:
         missing.append(ev["gnet"][len("data:"):])
     if not missing:
         return None
-    return f"brain correlation not computed: {' and '.join(missing)} not in data_dir (download: false)"
+    return (f"brain correlation not computed: {' and '.join(missing)} not in data_dir (download: false), or "
+            "the voxels are of another ROI than nsdgeneral, which GNet and the masks describe (preprocess.roi)")
 
 
 def blend_blurry(enhanced: torch.Tensor, blurry: torch.Tensor, weight: float) -> torch.Tensor:

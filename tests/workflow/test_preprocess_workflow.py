@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import raw_release
 import torch
-from conftest import DEMO, MORE, snakemake
+from conftest import DEMO, MORE, REPO, snakemake
 
 from fmri_recon.data import nsd, preprocess, raw_nsd
 
@@ -101,5 +101,29 @@ def test_a_full_raw_subject_plans_only_its_own_files(tmp_path, images):
     assert fetched == want and len(want) == 44 + (images == "raw")
     hub = {lines[i + 1].split("output: data/")[1] for i, line in enumerate(lines) if line.endswith("rule download:")}
     assert (nsd.IMAGES_FILE in hub) == (images == "release") and nsd.betas_file(2) not in hub
+    assert nsd.MASKS_FILE not in hub            # GNet's region masks describe nsdgeneral voxels, not this ROI's
     assert "betas_fithrf/betas_session40.nii.gz" in " ".join(want)
     assert "rule preprocess_subj02:" in "\n".join(lines) and "preprocess_subj01" not in "\n".join(lines)
+
+
+def test_the_real_config_runs_its_released_start_on_rebuilt_files(tmp_path):
+    """config.yaml (lite_bigG fine-tunes upstream's released model) from raw NSD: the checkpoint and
+    the captions come from the hub, the data from the bucket, and nothing else changes."""
+    out = snakemake(tmp_path, "all", "-n", configs=(REPO / "config.yaml",),
+                    overrides={"preprocess": {"source": "raw"}, "num_sessions": 1})
+    lines = (out.stdout + out.stderr).splitlines()
+    hub = {lines[i + 1].split("output: ")[1] for i, line in enumerate(lines) if line.endswith("rule download:")}
+    assert any(f.endswith("last.pth") for f in hub) and any(f.endswith(nsd.EVAL_CAPTIONS) for f in hub)
+    assert not any(f.endswith((".tar", nsd.betas_file(1), nsd.IMAGES_FILE, nsd.EVAL_IMAGES)) for f in hub)
+    fetched = [line for line in lines if line.endswith("rule fetch_raw:")]
+    assert len(fetched) == 40 + 5 and "rule preprocess_subj01:" in lines[0] + "\n".join(lines)
+    assert "rule train:" in "\n".join(lines)
+
+
+def test_raw_files_missing_with_download_false_are_named(tmp_path):
+    overrides = {"dataset": "nsd", "download": False, "preprocess": {"source": "raw", "sessions": 2},
+                 "captions": {"weights": "random"}, "refine": {"base": "random"}, "decoder": {"weights": "random"}}
+    out = snakemake(tmp_path, "all", "-n", overrides=overrides, check=False)
+    said = out.stdout + out.stderr
+    assert out.returncode != 0 and "of NSD's files are missing under preprocess.raw_dir (nsd_raw)" in said
+    assert raw_nsd.betas_key(1, 2) in said
