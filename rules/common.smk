@@ -129,7 +129,7 @@ def raw_keys():
 
 
 def raw_subject_inputs(s):
-    """The raw files of subject `s` (a rule per subject: no wildcard)."""
+    """The raw files of subject `s` (one preprocessing rule per subject, so no wildcard)."""
     n = raw_subjects()[s]
     keys = raw_nsd.subject_keys(s, n, PRE)
     return {"betas": [raw_path(k) for k in keys[:n]], "roi": raw_path(keys[n]), "responses": raw_path(keys[n + 1]),
