@@ -42,8 +42,11 @@ def present(paths):
     if data_is_given():
         root = os.path.abspath(DATA) + os.sep  # files made by rules (weights, caches, preprocessing) are not checked
         made = {os.path.abspath(data_path(f)) for f in preprocessed_files()}
-        missing = [p for p in paths if os.path.abspath(p).startswith(root) and os.path.abspath(p) not in made
-                   and not os.path.exists(p)]
+        missing = [
+            p
+            for p in paths
+            if os.path.abspath(p).startswith(root) and os.path.abspath(p) not in made and not os.path.exists(p)
+        ]
         if missing:
             raise WorkflowError(
                 f"download: false, but these files are missing under data_dir ({DATA}): "
@@ -132,8 +135,13 @@ def raw_subject_inputs(s):
     """The raw files of subject `s` (one preprocessing rule per subject, so no wildcard)."""
     n = raw_subjects()[s]
     keys = raw_nsd.subject_keys(s, n, PRE)
-    return {"betas": [raw_path(k) for k in keys[:n]], "roi": raw_path(keys[n]), "responses": raw_path(keys[n + 1]),
-            "design": raw_path(raw_nsd.DESIGN), "stim_info": raw_path(raw_nsd.STIM_INFO)}
+    return {
+        "betas": [raw_path(k) for k in keys[:n]],
+        "roi": raw_path(keys[n]),
+        "responses": raw_path(keys[n + 1]),
+        "design": raw_path(raw_nsd.DESIGN),
+        "stim_info": raw_path(raw_nsd.STIM_INFO),
+    }
 
 
 def raw_present():
@@ -150,7 +158,9 @@ def raw_present():
 
 def preprocessed_files():
     """Files of the dataset layout the preprocess rules make (none with source: release)."""
-    files = [f for f in preprocess.SHARED_OUTPUTS if PRE["images"] == "raw" or f != nsd.IMAGES_FILE] if RAW_SOURCE else []
+    files = (
+        [f for f in preprocess.SHARED_OUTPUTS if PRE["images"] == "raw" or f != nsd.IMAGES_FILE] if RAW_SOURCE else []
+    )
     for s, n in raw_subjects().items():
         files += preprocess.subject_outputs(s, n)
     return files
