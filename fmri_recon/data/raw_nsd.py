@@ -66,10 +66,11 @@ def config_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]
         return ["config: preprocess.source = raw needs dataset = nsd (the synthetic dataset is written directly)"]
     problems, rebuilt = [], pre.get("sessions")
     for s, n in subject_sessions.items():
-        have = rebuilt if rebuilt is not None else SESSIONS.get(s)
-        if have is None:
-            problems.append(f"config: subject {s} is not an NSD subject (1-8); preprocess.sessions: null means "
-                            "all of NSD's sessions of each subject: set preprocess.sessions")
+        have = min(rebuilt or SESSIONS.get(s, 0), SESSIONS.get(s, 0))
+        if s not in SESSIONS:
+            problems.append(f"config: subject {s} is not an NSD subject (1-8): preprocess.source = raw rebuilds NSD's")
+        elif rebuilt is not None and rebuilt > SESSIONS[s]:
+            problems.append(f"config: preprocess.sessions = {rebuilt}, but NSD's subject {s} has {SESSIONS[s]} sessions")
         elif n > have:
             problems.append(f"config: {n} sessions of subject {s} are used but preprocess.sessions rebuilds {have}")
     return problems

@@ -136,6 +136,9 @@ def test_each_check_names_the_key_at_fault(overrides, message):
     ({**RAW, "preprocess": {"source": "raw", "sessions": 1}, "experiments": {"x": {"num_sessions": 2}}},
      "2 sessions of subject 1 are used but preprocess.sessions rebuilds 1"),
     ({**RAW, "subject": 9}, "subject 9 is not an NSD subject (1-8)"),
+    ({**RAW, "subject": 4, "preprocess": {"source": "raw", "sessions": 35}},
+     "preprocess.sessions = 35, but NSD's subject 4 has 30 sessions"),
+    ({**RAW, "subject": 4, "num_sessions": 31}, "31 sessions of subject 4 are used but preprocess.sessions rebuilds 30"),
 ])
 def test_each_preprocess_check_names_the_key_at_fault(overrides, message):
     from fmri_recon import experiment
