@@ -13,7 +13,6 @@ of the sessions a run trains on (fmri_recon.data.normalise): the honest one-hour
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -22,8 +21,6 @@ import numpy as np
 
 from fmri_recon import helpers
 from fmri_recon.data import nsd
-
-log = logging.getLogger(__name__)
 
 RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest")
 IMAGE_SIZE = 224                  # the released images file: (73000, 3, 224, 224) float16

@@ -24,21 +24,22 @@ import hashlib
 import socket
 import threading
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from local_server import LocalServer
 
-class FakeBucket:
+
+class FakeBucket(LocalServer):
     def __init__(self, root: Path):
+        super().__init__()
         self.root = Path(root)
         self.multipart: set[str] = set()    # keys served with an S3 multipart-style ETag
         self.requests: list[tuple[str, str, str | None]] = []
         self._served: dict[str, bytes] = {}  # bodies served instead of the real content
         self._cut_after: int | None = None
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control -----------------------------------------------------------------
     def cut_next_get(self, after_bytes: int) -> None:
@@ -61,33 +62,6 @@ class FakeBucket:
     def gets(self, key: str | None = None) -> list[tuple[str, str, str | None]]:
         """The GET requests seen (of ``key`` only, if given)."""
         return [r for r in self.requests if r[0] == "GET" and (key is None or r[1] == key)]
-
-    # -- lifecycle -----------------------------------------------------------------
-    def start(self) -> "FakeBucket":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> "FakeBucket":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "FakeBucket not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     # -- request handling ------------------------------------------------------------
     def _handler_class(self):

@@ -28,14 +28,17 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from local_server import LocalServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # 40 hex, like a git commit
 
 
-class FakeHub:
+class FakeHub(LocalServer):
     def __init__(self, files: dict[str, bytes], repo_id: str = "pscotti/mindeyev2", require_token: str | None = None):
+        super().__init__()
         self.files = dict(files)
         self.repo_id = repo_id
         self.require_token = require_token
@@ -47,8 +50,6 @@ class FakeHub:
         self._served: dict[str, bytes] = {}  # bodies served instead of the real content
         self._cut_after: int | None = None
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control -----------------------------------------------------------------
     def cut_next_get(self, after_bytes: int) -> None:
@@ -67,32 +68,10 @@ class FakeHub:
         """The GET requests seen (of ``filename`` only, if given)."""
         return [r for r in self.requests if r[0] == "GET" and (filename is None or r[1].endswith("/" + filename))]
 
-    # -- lifecycle -----------------------------------------------------------------
-    def start(self) -> "FakeHub":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> "FakeHub":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     @property
     def endpoint(self) -> str:
-        assert self._server is not None, "FakeHub not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        """The hub's address, as HF_ENDPOINT takes it."""
+        return self.url
 
     # -- request handling ------------------------------------------------------------
     def _handler_class(self):
