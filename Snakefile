@@ -40,12 +40,14 @@ wildcard_constraints:
 
 include: "rules/data.smk"
 include: "rules/preprocess.smk"
+include: "rules/own_data.smk"
 include: "rules/weights.smk"
 include: "rules/targets.smk"
 include: "rules/train.smk"
 include: "rules/reconstruct.smk"
 include: "rules/refine.smk"
 include: "rules/evaluate.smk"
+include: "rules/predict.smk"
 
 
 report: "report/workflow.rst"
@@ -56,3 +58,14 @@ rule all:
     input:
         "tables/metrics.csv",
         "tables/results.md",
+
+
+# `snakemake predict`: the new volumes of the `predict` block decoded, with no ground truth and no
+# evaluation (rules/predict.smk, docs/own_data.md).
+localrules:
+    predict,
+
+
+rule predict:
+    input:
+        lambda w: predict_dir("index.html"),

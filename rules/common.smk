@@ -10,7 +10,9 @@ from snakemake.logging import logger
 from fmri_recon import code_deps
 from fmri_recon import configuration
 from fmri_recon import experiment as fmri_experiment
-from fmri_recon.data import download_plan, nsd, preprocess, raw_nsd, synthetic
+from fmri_recon.data import download_plan, nsd, own_build, preprocess, raw_nsd, synthetic
+from fmri_recon.decode import reconstruct
+from fmri_recon.predict import settings as predict_settings
 from fmri_recon import sweeps as fmri_sweeps
 
 SUBJECT = config["subject"]
@@ -33,7 +35,7 @@ def data_path(rel):
 
 def data_is_given():
     """download: false on real data: data_dir holds what it holds, nothing will fetch the rest."""
-    return config["dataset"] == "nsd" and not config["download"]
+    return config["dataset"] in ("nsd", "own") and not config["download"]
 
 
 def present(paths):
@@ -76,7 +78,7 @@ def optional_data(rel):
 
 def released_voxels():
     """Whether the voxels are the released ones (nsdgeneral == 1), which GNet and the region masks describe."""
-    return not RAW_SOURCE or (PRE["roi"], PRE["roi_labels"]) == ("nsdgeneral", [1])
+    return not OWN_DATA and (not RAW_SOURCE or (PRE["roi"], PRE["roi_labels"]) == ("nsdgeneral", [1]))
 
 
 def spec_file(spec):
@@ -111,6 +113,10 @@ def subject_sessions(clip=None):
 # --------------------------------------------------------------------------- raw NSD (preprocess.source: raw)
 PRE = config["preprocess"]
 RAW_SOURCE = config["dataset"] == "nsd" and PRE["source"] == "raw"
+# A lab's own scans (dataset: own, rules/own_data.smk) and the new volumes of predict (rules/predict.smk).
+OWN = config["own"]
+OWN_DATA = config["dataset"] == "own"
+PREDICT = config["predict"]
 
 
 def raw_path(key):
@@ -163,7 +169,7 @@ def preprocessed_files():
     )
     for s, n in raw_subjects().items():
         files += preprocess.subject_outputs(s, n)
-    return files
+    return files + (own_build.outputs(SUBJECT, len(OWN["sessions"])) if OWN_DATA else [])
 
 
 def needed_files(subjects=None):
@@ -172,7 +178,7 @@ def needed_files(subjects=None):
     files = set()
     for s, n in subject_sessions().items():
         if subjects is None or s in subjects:
-            files.update(nsd.required_files(s, n, config["new_test"]))
+            files.update(nsd.required_files(s, n, config["new_test"], captions=not OWN_DATA))
     if subjects is None:  # model and mask files of the dataset repo the later stages read
         ev = config["evaluate"]
         files.update([ev["masks"]] if released_voxels() else [])
@@ -341,7 +347,7 @@ def planned_hub_files():
     the dataset repo's (data and model files) and the CLIP weights. Whole-repo snapshots (GIT,
     SD-XL) are not among them."""
     out = []
-    if config["dataset"] == "nsd" and config["download"]:
+    if config["dataset"] in ("nsd", "own") and config["download"]:
         out += [["dataset", HUB["repo_id"], f, data_path(f)] for f in hub_files()]
         out += [["bucket", PRE["url"], k, raw_path(k)] for k in raw_keys()]
     clips = {DECODER["clip"], *used_clip_models()}
@@ -423,6 +429,11 @@ def decoder_training_inputs(w):
 
 def evaluate_inputs(w):
     ev, name = config["evaluate"], w.name
+    if OWN_DATA:
+        raise WorkflowError(
+            f"evaluate {name}: dataset = own has no reference captions of its test images, which the "
+            "metric tables need; decode with `snakemake predict` (docs/own_data.md)"
+        )
     check_wordnet()
     inputs = {
         "recons": evals_file(name, "recons"),
@@ -530,8 +541,46 @@ def cost_files():
     return [f for stages in cost_specs().values() for job in stages.values() for f in (job["benchmark"], job["log"])]
 
 
+# --------------------------------------------------------------------------- predict
+def predict_dir(file):
+    if not PREDICT["experiment"]:
+        raise WorkflowError("predict: set predict.experiment (the model) and predict.sessions (docs/own_data.md)")
+    return f"predictions/{PREDICT['experiment']}/{file}"
+
+
+def predict_voxel_inputs(w):
+    """The new volumes, their mask and table, and (zscore: training) the training data's statistics."""
+    files = predict_settings.settings(config)
+    inputs = {"sessions": files["sessions"], "mask": files["mask"], "trials": files["trials"]}
+    if PREDICT["zscore"] == "training":
+        inputs["zscore"] = data_path(own_build.zscore_file(SUBJECT))
+    return inputs
+
+
+def predict_decode_inputs(w):
+    """The model of `experiment` and the decoders, as reconstruct takes them (no targets: no truth)."""
+    name = w.experiment
+    if released_outputs(name):
+        raise WorkflowError(f"predict: experiment {name} only scores released outputs (outputs:); it has no model")
+    return {
+        "decoder": weights_dir(DECODER["weights"], "unclip"),
+        "git": weights_dir(config["captions"]["weights"], "git"),
+        **converters(name),
+        **brain_model_inputs(name),
+    }
+
+
+def predict_subject_index(name):
+    """The ridge of subject `subject` in the experiment's model (its place in `subjects`)."""
+    subjects = experiment(name)["subjects"]
+    if SUBJECT not in subjects:
+        raise WorkflowError(f"predict: experiment {name} has no ridge for subject {SUBJECT} (its subjects: {subjects})")
+    return subjects.index(SUBJECT)
+
+
 # Checks the schema cannot express (fmri_recon.configuration.check), before any job.
 PROBLEMS = configuration.check(config) + raw_nsd.config_problems(config, subject_sessions())
+PROBLEMS += own_build.config_problems(config, subject_sessions()) + predict_settings.config_problems(config)
 if PROBLEMS:
     raise WorkflowError("\n".join(PROBLEMS))
 raw_present()

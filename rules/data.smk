@@ -106,6 +106,7 @@ rule check_data:
         subject=lambda w: int(w.subject),
         num_sessions=lambda w: subject_sessions()[int(w.subject)],
         new_test=config["new_test"],
+        captions=not OWN_DATA,
     script:
         "../scripts/check_data.py"
 

@@ -9,7 +9,7 @@ log = runlog.setup(snakemake.log[0])
 p = snakemake.params
 split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test)
 nsd.check_finite_betas(split)
-nsd.check_evals(split)
+nsd.check_evals(split, p.captions)
 summary = split.summary()
 log.info("data of subject %d: %s", p.subject, summary)
 helpers.write_json(snakemake.output[0], summary)

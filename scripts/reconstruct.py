@@ -5,17 +5,13 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # this checkout's fmri_recon, i
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fmri_recon import helpers, runlog
-from fmri_recon import resize
 from fmri_recon.data import nsd
-from fmri_recon.decode import converter, reconstruct
+from fmri_recon.decode import decoders, reconstruct
 from fmri_recon.targets import clip_targets
 from fmri_recon.train import dataset
-from fmri_recon.decode.captions import GitCaptioner
-from fmri_recon.decode.unclip import UnclipDecoder
 
 log = runlog.setup(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -37,28 +33,10 @@ else:                                                  # upper bound: ground-tru
     truth = torch.from_numpy(clip_targets.TargetCache(inp.targets).get(split.test_images)).float()
     emb = {"backbones": truth, "clipvoxels": truth, "prior_out": truth}
 
-to_decoder = converter.load(inp.to_decoder) if "to_decoder" in inp.keys() else None
-to_git = converter.load(inp.to_git)
-decoder = UnclipDecoder.from_pretrained(inp.decoder, device=device, dtype=dtype)
-git = GitCaptioner.from_pretrained(inp.git, device=device, dtype=dtype)
+decoding = decoders.Decoders(inp, dec, cap, device, dtype)
 progress = helpers.progress_dir(Path(out.recons).parent, "reconstruct", {"decoder": dec, "captions": cap,
                                                                          "name": name}, inp)
-
-
-def work(start, stop):
-    tokens = emb["prior_out"][start:stop]
-    with torch.no_grad():
-        cond = to_decoder(tokens) if to_decoder is not None else tokens
-        gen = torch.Generator().manual_seed(dec["seed"] + start)
-        decoded = decoder.decode(cond.to(device), generator=gen, num_steps=dec["steps"], guidance=dec["guidance"],
-                                 batch_size=dec["batch_size"])
-        captions = git.caption(to_git(tokens).to(device), max_length=cap["max_length"])
-    return {"recons": resize.to_output_size(decoded), "predcaptions": captions}
-
-
-chunks = helpers.chunked(len(split.test_images), dec["chunk"], progress, work)
-arrays = {**emb, "recons": torch.cat([c["recons"] for c in chunks]),
-          "predcaptions": np.concatenate([np.array(c["predcaptions"], dtype=str) for c in chunks])}
+arrays = {**emb, **decoding.run_all(emb["prior_out"], progress)}
 reconstruct.save_outputs({k: out[k] for k in reconstruct.FILES}, arrays)
 helpers.remove_progress(progress)
 log.info("%s: %d reconstructions, e.g. captions %s", name, len(arrays["recons"]), list(arrays["predcaptions"][:3]))

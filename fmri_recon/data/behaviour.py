@@ -54,15 +54,22 @@ def from_responses(table, shared1000: np.ndarray, path: str = "responses.tsv") -
     return b, tps
 
 
-def context_arrays(b: np.ndarray, trials_per_session: int) -> dict[str, np.ndarray]:
-    """The four arrays of every trial's sample: behav, past (i-1 .. i-15), future (i+1 .. i+15), olds."""
-    total, tps = len(b), trials_per_session
+def sessions_of_rows(total: int, trials_per_session: int) -> np.ndarray:
+    """The 0-based session of each of ``total`` rows when every session has the same trial count (NSD)."""
+    return np.arange(total) // trials_per_session
+
+
+def context_arrays(b: np.ndarray, session: np.ndarray) -> dict[str, np.ndarray]:
+    """The four arrays of every trial's sample: behav, past (i-1 .. i-15), future (i+1 .. i+15), olds.
+    ``session`` is each row's 0-based session (rows in time order; sessions may differ in length)."""
+    total, session = len(b), np.asarray(session)
     padded = np.concatenate([b, -np.ones((1, nsd.BEHAV_COLUMNS))])   # index ``total`` -> the -1 row
     t = np.arange(total)[:, None]
     offsets = np.arange(1, CONTEXT + 1)
 
     def same_session(u):
-        return np.where((u >= 0) & (u < total) & (u // tps == t // tps), u, total)
+        inside = (u >= 0) & (u < total)
+        return np.where(inside & (session[np.clip(u, 0, total - 1)] == session[t]), u, total)
 
     olds = -np.ones((total, 3, nsd.BEHAV_COLUMNS))
     order = np.argsort(b[:, 0], kind="stable")                       # trials grouped by image, in time order
@@ -75,11 +82,11 @@ def context_arrays(b: np.ndarray, trials_per_session: int) -> dict[str, np.ndarr
             "future_behav": padded[same_session(t + offsets)], "olds_behav": olds}
 
 
-def write_shards(data_dir: str | Path, subject: int, arrays: dict[str, np.ndarray], trials_per_session: int) -> list[Path]:
+def write_shards(data_dir: str | Path, subject: int, arrays: dict[str, np.ndarray], session: np.ndarray) -> list[Path]:
     """The subject's ``wds/`` shards: one train tar per session (its non-shared1000 trials), the
-    test tar of every shared1000 trial and the older one of the sessions before the held-out ones."""
-    b = arrays["behav"][:, 0]
-    session = np.arange(len(b)) // trials_per_session                # 0-based
+    test tar of every shared1000 trial and the older one of the sessions before the held-out ones.
+    ``session``: each row's 0-based session."""
+    b, session = arrays["behav"][:, 0], np.asarray(session)
     is_test = b[:, nsd.COL_SHARED1000] == 1
     data_dir, written, key = Path(data_dir), [], 0
     for k in range(int(session.max()) + 1):

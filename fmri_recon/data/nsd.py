@@ -70,14 +70,15 @@ def old_test_sessions(num_sessions: int) -> int:
     return max(num_sessions - 3, 1)
 
 
-def required_files(subject: int, num_sessions: int, new_test: bool = True) -> list[str]:
-    """Every hub file a run on ``subject`` with its first ``num_sessions`` sessions reads."""
+def required_files(subject: int, num_sessions: int, new_test: bool = True, captions: bool = True) -> list[str]:
+    """Every hub file a run on ``subject`` with its first ``num_sessions`` sessions reads (the test
+    images' reference captions only with ``captions``: a lab's own data have none)."""
     return [
         betas_file(subject),
         *(train_tar(subject, k) for k in range(num_sessions)),
         test_tar(subject, new_test),
         IMAGES_FILE,
-        *EVAL_FILES,
+        *(EVAL_FILES if captions else (EVAL_IMAGES,)),
     ]
 
 
@@ -339,14 +340,15 @@ def check_finite_betas(split: Split, chunk: int = 1024) -> None:
                         "NaN or Inf (a row is a global trial, behav column 5); fix or re-export the file")
 
 
-def check_evals(split: Split) -> None:
-    """The three ``evals/`` files match the test set: one image and one caption per test image."""
+def check_evals(split: Split, captions: bool = True) -> None:
+    """The three ``evals/`` files match the test set: one image and one caption per test image
+    (the images file alone without ``captions``)."""
     n = len(split.test_images)
     images = load_eval(split.data_dir, EVAL_IMAGES)
     if tuple(images.shape[:2]) != (n, 3) or images.ndim != 4:
         raise DataError(f"{split.data_dir / EVAL_IMAGES}: shape {tuple(images.shape)}, expected ({n}, 3, S, S) "
                         "(one image per unique test image, sorted by 73k id)")
-    for name in (EVAL_CAPTIONS, EVAL_GIT_CAPTIONS):
-        captions = load_eval(split.data_dir, name)
-        if len(captions) != n:
-            raise DataError(f"{split.data_dir / name}: {len(captions)} captions, expected {n} (one per test image)")
+    for name in (EVAL_CAPTIONS, EVAL_GIT_CAPTIONS) if captions else ():
+        texts = load_eval(split.data_dir, name)
+        if len(texts) != n:
+            raise DataError(f"{split.data_dir / name}: {len(texts)} captions, expected {n} (one per test image)")

@@ -37,21 +37,34 @@ def subject_outputs(subject: int, sessions: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the science
-def normalise(betas: np.ndarray, train_rows: np.ndarray, block: int = 2048, path: str = "betas") -> np.ndarray:
-    """Z-score every voxel (column) with the mean and unbiased (N-1) std of ``train_rows``, in
-    place, ``block`` voxels at a time in float64; float32 out. A voxel constant over the train
-    rows cannot be z-scored (upstream's torch code would write NaN or inf): an error names it."""
+def zscore_statistics(betas: np.ndarray, train_rows: np.ndarray, block: int = 2048,
+                      path: str = "betas") -> tuple[np.ndarray, np.ndarray]:
+    """Per-voxel (column) mean and unbiased (N-1) std of ``train_rows``, ``block`` voxels at a time in
+    float64. A voxel constant over the train rows cannot be z-scored (upstream's torch code would
+    write NaN or inf): an error names it."""
     train_rows = np.asarray(train_rows)
     if len(train_rows) < 2:
         raise nsd.DataError(f"{path}: {len(train_rows)} training trials; a z-score needs at least 2")
+    mean, std = np.empty(betas.shape[1]), np.empty(betas.shape[1])
+    for start in range(0, betas.shape[1], block):
+        x = betas[train_rows, start:start + block].astype(np.float64)
+        mean[start:start + block], std[start:start + block] = x.mean(0), x.std(0, ddof=1)
+    flat = np.flatnonzero(std == 0)
+    if len(flat):
+        raise nsd.DataError(f"{path}: voxel(s) {flat[:10].tolist()} are constant over the training "
+                            "trials and cannot be z-scored (no data in this ROI there?)")
+    return mean, std
+
+
+def normalise(betas: np.ndarray, train_rows: np.ndarray, block: int = 2048, path: str = "betas",
+              statistics: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Z-score every voxel (column) with the mean and unbiased std of ``train_rows``
+    (``zscore_statistics``, or the ``statistics`` given), in place, ``block`` voxels at a time in
+    float64; float32 out."""
+    mean, std = statistics if statistics is not None else zscore_statistics(betas, train_rows, block, path)
     for start in range(0, betas.shape[1], block):
         x = betas[:, start:start + block].astype(np.float64)
-        mean, std = x[train_rows].mean(0), x[train_rows].std(0, ddof=1)
-        flat = np.flatnonzero(std == 0)
-        if len(flat):
-            raise nsd.DataError(f"{path}: voxel(s) {(flat + start)[:10].tolist()} are constant over the training "
-                                "trials and cannot be z-scored (no data in this ROI there?)")
-        betas[:, start:start + block] = (x - mean) / std
+        betas[:, start:start + block] = (x - mean[start:start + block]) / std[start:start + block]
     return betas.astype(np.float32, copy=False)
 
 

@@ -33,7 +33,8 @@ def build_subject(raw: dict, subject: int, sessions: int, settings: dict, data_d
     betas = preprocess.normalise(betas, train_rows, path=str(raw["betas"][0]))
     out = Path(data_dir)
     preprocess.write_betas(out / nsd.betas_file(subject), betas, origin)
-    behaviour.write_shards(out, subject, behaviour.context_arrays(b, tps), tps)
+    session = behaviour.sessions_of_rows(len(b), tps)
+    behaviour.write_shards(out, subject, behaviour.context_arrays(b, session), session)
     return {"subject": subject, "sessions": sessions, "trials": len(b), "voxels": betas.shape[1],
             "train_trials": len(train_rows), "test_trials": int(len(b) - len(train_rows)),
             "image_ids": b[:, nsd.COL_IMAGE].astype(np.int64)}

@@ -279,7 +279,8 @@ def write_dataset(cfg: SyntheticConfig, data_dir: str | Path, resize: tuple[str,
         train_rows = np.flatnonzero(b[:, nsd.COL_SHARED1000] == 0)
         betas = preprocess.normalise(gen.betas[subject].copy(), train_rows)
         _write_h5(data_dir / nsd.betas_file(subject), "betas", betas, chunk_rows=1)
-        behav.write_shards(data_dir, subject, behav.context_arrays(b, tps), tps)
+        session = behav.sessions_of_rows(len(b), tps)
+        behav.write_shards(data_dir, subject, behav.context_arrays(b, session), session)
     preprocess.write_index_files(data_dir, gen.shared, {s: b[:, 0].astype(np.int64) for s, b in gen.behaviour.items()})
     write_masks(data_dir / nsd.MASKS_FILE, cfg.subjects, cfg.num_voxels)
     return {"images": cfg.num_images, "test_images": int(len(test_ids)), "subjects": list(cfg.subjects)}

@@ -53,14 +53,14 @@ def brain_model(inputs, model_settings: str, num_voxels: int):
 
 
 def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int, seed: int,
-                     batch_size: int = 16, device="cpu") -> dict[str, torch.Tensor]:
+                     batch_size: int = 16, device="cpu", subj_idx: int = 0) -> dict[str, torch.Tensor]:
     """backbones, clipvoxels, prior_out (n,S,E) from test voxels (n,3,V): per-repeat outputs averaged."""
     model = model.to(device).eval()
     gen = torch.Generator().manual_seed(seed)
     out = {"backbones": [], "clipvoxels": [], "prior_out": []}
     for start in range(0, len(test_voxels), batch_size):
         chunk = test_voxels[start:start + batch_size].float().to(device)
-        reps = model.over_repeats(chunk)
+        reps = model.over_repeats(chunk, subj_idx)
         backbone = torch.stack([r.backbone for r in reps]).mean(0)
         clip_voxels = torch.stack([r.backbone if r.clip_voxels is None else r.clip_voxels for r in reps]).mean(0)
         if model.diffusion_prior is not None:

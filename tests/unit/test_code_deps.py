@@ -164,7 +164,7 @@ def test_no_comment_cites_a_file_outside_the_repository():
 
 # Stage packages in the order of the workflow; a module imports only from its own stage, an
 # earlier one or the shared modules (docs/architecture.md, "Import direction").
-STAGES = ("data", "targets", "models", "train", "decode", "evaluate", "explore")
+STAGES = ("data", "targets", "models", "train", "decode", "evaluate", "predict", "explore")
 SHARED = {"helpers", "resize", "runlog", "code_deps", "configuration", "experiment", "sweeps"}
 MAX_LINES = 400
 

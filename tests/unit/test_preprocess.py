@@ -92,7 +92,7 @@ def test_context_rows_are_the_nearest_trials_first_and_repeats_compacted():
     b = np.zeros((8, nsd.BEHAV_COLUMNS))
     b[:, 0] = [1, 2, 1, 3, 4, 1, 2, 5]              # image 1 at trials 0, 2, 5; image 2 at 1, 6
     b[:, 5] = np.arange(8)
-    arrays = behaviour.context_arrays(b, trials_per_session=4)
+    arrays = behaviour.context_arrays(b, behaviour.sessions_of_rows(len(b), 4))
     past, future, olds = arrays["past_behav"], arrays["future_behav"], arrays["olds_behav"]
     assert past[3, :3, 5].tolist() == [2, 1, 0] and (past[3, 3:] == -1).all()     # i-1 first
     assert (past[4] == -1).all()                                                 # first trial of session 2
