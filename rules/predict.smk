@@ -59,6 +59,41 @@ rule predict_decode:
         "../scripts/predict.py"
 
 
+# The blurry branch's predictions (experiments with blurry_recon), as rule blurry makes them.
+rule predict_blurry:
+    input:
+        unpack(lambda w: brain_model_inputs(w.experiment)),
+        vae=lambda w: present([lowlevel_weights("vae")])[0],
+        voxels=rules.predict_voxels.output[0],
+        code=code("predict_blurry.py"),
+    output:
+        "predictions/{experiment}/blurryrecons.pt",
+    log:
+        "logs/predict/{experiment}_blurry.log",
+    benchmark:
+        "benchmarks/predict/{experiment}_blurry.tsv"
+    conda:
+        f"{ENVS}/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=LOWLEVEL["mem_mb"],
+        runtime=LOWLEVEL["runtime"],
+        gpu=1,
+    params:
+        tiny_vae=tiny_lowlevel("vae"),
+        model=lambda w: model_params(w.experiment),
+        precision=LOWLEVEL["precision"],
+        device=LOWLEVEL["device"],
+        data_dir=DATA,
+        subject=SUBJECT,
+        subject_index=lambda w: predict_subject_index(w.experiment),
+        num_sessions=lambda w: fmri_experiment.voxel_reading(config, w.experiment)["num_sessions"],
+        normalisation=lambda w: fmri_experiment.voxel_reading(config, w.experiment)["normalisation"],
+        new_test=config["new_test"],
+    script:
+        "../scripts/predict_blurry.py"
+
+
 # SD-XL img2img of the predictions, with the refine stage's settings and script.
 rule predict_refine:
     input:
@@ -92,6 +127,7 @@ rule predict_page:
         recons="predictions/{experiment}/recons.pt",
         enhanced="predictions/{experiment}/enhancedrecons.pt",
         captions="predictions/{experiment}/predcaptions.pt",
+        blurry=lambda w: ["predictions/{experiment}/blurryrecons.pt"] if has_blurry(w.experiment) else [],
         seen=PREDICT["images"] or [],
         code=code("predict_page.py"),
     output:
@@ -111,5 +147,6 @@ rule predict_page:
         images=PREDICT["images"] or "",
         experiment=lambda w: w.experiment,
         rows=PREDICT["rows"],
+        blend=config["evaluate"]["blend_blurry"],
     script:
         "../scripts/predict_page.py"

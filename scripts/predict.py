@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from fmri_recon import helpers, runlog
-from fmri_recon.data import nsd, normalise
+from fmri_recon.data import nsd
 from fmri_recon.decode import decoders, reconstruct
 from fmri_recon.predict import prepared
 
@@ -18,10 +18,7 @@ inp, out, p = snakemake.input, snakemake.output, snakemake.params
 dec, cap = json.loads(p.decoder), json.loads(p.captions)
 device, dtype = helpers.resolve_device(p.device, dec["precision"])
 new = prepared.read(inp.voxels)
-x = new["voxels"]
-if p.normalisation == "train_sessions":   # re-standardised as the model's own train trials were
-    split = nsd.open_split(p.data_dir, p.subject, p.num_sessions, p.new_test, p.normalisation)
-    x = normalise.apply(x.reshape(-1, x.shape[-1]), *split.train_statistics).reshape(x.shape)
+x = prepared.as_trained(new["voxels"], p.normalisation, p.data_dir, p.subject, p.num_sessions, p.new_test)
 model = reconstruct.brain_model(inp, p.model, x.shape[-1])
 expected = model.ridge.linears[p.subject_index].in_features
 if x.shape[-1] != expected:

@@ -26,7 +26,8 @@ if p.images and any(new["images"]):   # shown for a look, never scored
     blank = np.full((3, preprocess.IMAGE_SIZE, preprocess.IMAGE_SIZE), 0.5, np.float16)
     seen = torch.from_numpy(np.stack([own_input.load_image(files[i], preprocess.IMAGE_SIZE, "bilinear", True)
                                       if i else blank for i in new["images"]]).astype(np.float32))
+blurry = load(inp.blurry[0]).float() if inp.blurry else None
 page.write({"page": out.page, "grid": out.grid, "captions": out.captions, "images": out.images}, new["labels"],
            load(inp.recons).float(), load(inp.enhanced).float(), [str(c) for c in load(inp.captions)], seen,
-           title=f"{p.experiment}: predictions from brain activity", rows=p.rows)
+           blurry, title=f"{p.experiment}: predictions from brain activity", rows=p.rows, blend=p.blend)
 log.info("%d predictions shown in %s", len(new["labels"]), out.page)

@@ -87,11 +87,14 @@ def _check_split(path: Path, table) -> None:
         raise DataError(f"{path}: every trial is {table['split'].iloc[0]!r}; expected train and test trials")
 
 
-def check_counts(path: str | Path, table, session_files: list, counts: list[int]) -> None:
-    """Each session's rows number its file's volumes exactly: trials 1..n, once each."""
+def check_counts(path: str | Path, table, session_files: list, counts: list[int], complete: bool = True) -> None:
+    """Each session's rows name volumes its file has; with ``complete`` (a dataset, not predict's
+    selection of volumes) they number them exactly: trials 1..n, once each."""
     for k, (file, n) in enumerate(zip(session_files, counts), start=1):
         trials = table.loc[table["session"] == k, "trial"].to_numpy()
-        if len(trials) != n or (len(trials) and trials.max() > n):
+        if not complete and len(trials) and trials.max() > n:
+            raise DataError(f"{path}: trial {trials.max()} of session {k}, but {file} holds {n} volumes")
+        if complete and (len(trials) != n or (len(trials) and trials.max() > n)):
             raise DataError(f"{path}: session {k} lists {len(trials)} trial(s) (largest {trials.max() if len(trials) else '-'}), "
                             f"but {file} holds {n} volumes; expected one row per volume, trials 1..{n}")
 
@@ -225,7 +228,8 @@ def problems(settings: dict, *, split: bool = True, image: bool = True, images: 
 
 
 def check_headers(settings: dict, *, split: bool = True, image: bool = True, images: str | None = None):
-    """Run the header checks; returns the table, mask, affine and trial counts."""
+    """Run the header checks; returns the table, mask, affine and trial counts. A table without
+    ``split`` is predict's: any volumes of the sessions, not necessarily all."""
     files = list(settings["sessions"])
     table = read_trials(_need(settings["trials"], "trial table"), len(files), split=split, image=image)
     mask, affine = read_mask(settings["mask"])
@@ -234,7 +238,7 @@ def check_headers(settings: dict, *, split: bool = True, image: bool = True, ima
         header = volume_header(f, settings["axes"], settings["key"])
         check_grid(f, header, settings["mask"], mask, affine)
         counts.append(header[1])
-    check_counts(settings["trials"], table, files, counts)
+    check_counts(settings["trials"], table, files, counts, complete=split)
     if images and "image" in table.columns:
         find_images(images, table["image"].dropna())
     return table, mask, affine, counts

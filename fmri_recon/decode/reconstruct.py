@@ -73,7 +73,8 @@ def brain_embeddings(model, test_voxels: torch.Tensor, *, prior_steps: int, seed
 
 
 @torch.no_grad()
-def blurry_recons(model, test_voxels: torch.Tensor, vae, *, batch_size: int = 16, device="cpu") -> torch.Tensor:
+def blurry_recons(model, test_voxels: torch.Tensor, vae, *, batch_size: int = 16, device="cpu",
+                  subj_idx: int = 0) -> torch.Tensor:
     """(n,3,256,256) in [0,1]: the blurry branch's latents of the three repeats averaged (spec
     §3.2), decoded by the VAE (§3.5) and resized like the other reconstructions."""
     from fmri_recon.resize import to_output_size
@@ -85,7 +86,7 @@ def blurry_recons(model, test_voxels: torch.Tensor, vae, *, batch_size: int = 16
     out = []
     for start in range(0, len(test_voxels), batch_size):
         chunk = test_voxels[start:start + batch_size].float().to(device)
-        latents = torch.stack([r.blur_latent for r in model.over_repeats(chunk)]).mean(0)
+        latents = torch.stack([r.blur_latent for r in model.over_repeats(chunk, subj_idx)]).mean(0)
         out.append(to_output_size(decode_latents(vae, latents)))
     return torch.cat(out)
 

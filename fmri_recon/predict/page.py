@@ -11,14 +11,18 @@ import numpy as np
 
 from fmri_recon import helpers
 
-COLUMNS = ("seen", "recon", "refined")
+COLUMNS = ("seen", "recon", "blurry", "refined", "final")
 
 
-def write(out: dict, labels: list[str], recons, refined, captions, seen=None, *, title: str, rows: int = 12) -> None:
-    """``out``: paths page, grid, captions, images (a folder). ``seen``: (G, 3, H, W) or None."""
-    from fmri_recon.evaluate import figures
+def write(out: dict, labels: list[str], recons, refined, captions, seen=None, blurry=None, *, title: str,
+          rows: int = 12, blend: float = 0.75) -> None:
+    """``out``: paths page, grid, captions, images (a folder). ``seen``, ``blurry``: (G, 3, H, W) or
+    None. With a blurry branch, ``final`` is the refined image blended with it as upstream's final
+    images are (``evaluate.blend_blurry`` of the refined one)."""
+    from fmri_recon.evaluate import figures, score
 
-    sets = {"seen": seen, "recon": recons, "refined": refined}
+    final = score.blend_blurry(refined, blurry, blend) if blurry is not None else None
+    sets = {"seen": seen, "recon": recons, "blurry": blurry, "refined": refined, "final": final}
     sets = {k: v for k, v in sets.items() if v is not None}
     with helpers.atomic_dir(out["images"]) as folder:
         for name, images in sets.items():

@@ -41,3 +41,16 @@ def read(path: str | Path) -> dict:
     with h5py.File(helpers.need(Path(path)), "r") as f:
         return {"voxels": f["voxels"][:], "labels": [s.decode() for s in f["labels"][:]],
                 "images": [s.decode() for s in f["images"][:]], "trials": f["trials"][:]}
+
+
+def as_trained(voxels: np.ndarray, normalisation: str, data_dir, subject: int, num_sessions: int,
+               new_test: bool) -> np.ndarray:
+    """The prepared voxels as the experiment read its own: re-standardised with its train trials'
+    statistics under ``normalisation: train_sessions`` (fmri_recon.data.normalise), else as they are."""
+    from fmri_recon.data import normalise, nsd
+
+    if normalisation != "train_sessions":
+        return voxels
+    split = nsd.open_split(data_dir, subject, num_sessions, new_test, normalisation)
+    flat = normalise.apply(voxels.reshape(-1, voxels.shape[-1]), *split.train_statistics)
+    return flat.reshape(voxels.shape)

@@ -232,3 +232,36 @@ def test_new_volumes_with_another_mask_than_the_training_one_are_named(lab, buil
     with pytest.raises(DataError, match="39 voxels on grid .* but the model's training data used 40 voxels"):
         voxels.prepare(new, tmp_path / "v.hdf5", zscore="training",
                        zscore_file=built[0] / own_build.zscore_file(9), average_repeats=True)
+
+
+# --------------------------------------------------------------------------- predict's page
+def test_the_page_shows_every_prediction_and_blends_the_blurry_branch_as_upstream(tmp_path):
+    import torch
+    from PIL import Image
+
+    from fmri_recon.predict import page
+
+    g = torch.Generator().manual_seed(0)
+    recons, refined, blurry = (torch.rand(3, 3, 256, 256, generator=g) for _ in range(3))
+    out = {"page": tmp_path / "index.html", "grid": tmp_path / "grid.png", "captions": tmp_path / "c.csv",
+           "images": tmp_path / "images"}
+    page.write(out, ["a", "b", "s1-t3"], recons, refined, ["x", "y", "z <b>"], None, blurry, title="t", blend=0.75)
+    final = np.asarray(Image.open(tmp_path / "images" / "0001_final.png")).astype(np.float64) / 255
+    want = (0.75 * refined[1] + 0.25 * blurry[1]).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(final, want, atol=1 / 255 + 1e-6)
+    html = (tmp_path / "index.html").read_text()
+    assert html.count("<tr><td>") == 3 and "z &lt;b&gt;" in html and "0002_blurry.png" in html and "_seen" not in html
+    assert pd.read_csv(tmp_path / "c.csv").label.tolist() == ["a", "b", "s1-t3"]
+
+
+def test_predict_may_pick_some_volumes_but_not_one_beyond_the_file(lab, built, tmp_path):
+    paths = lab[1]
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"session": [1, 1], "trial": [3, 60]}).to_csv(table, index=False)
+    new = settings_of(paths, sessions=paths["new_sessions"], trials=str(table))
+    voxels.prepare(new, tmp_path / "v.hdf5", zscore="training", zscore_file=built[0] / own_build.zscore_file(9),
+                   average_repeats=True)
+    assert prepared.read(tmp_path / "v.hdf5")["labels"] == ["s1-t3", "s1-t60"]
+    pd.DataFrame({"session": [1], "trial": [61]}).to_csv(table, index=False)
+    assert own_input.problems(new, split=False, image=False) == [
+        f"{table}: trial 61 of session 1, but {paths['new_sessions'][0]} holds 60 volumes"]

@@ -167,3 +167,10 @@ def test_a_nan_volume_stops_the_run_before_training(own_run, tmp_path):
     said = out.stdout + out.stderr + "".join(p.read_text() for p in (tmp_path / "logs").glob("prepare_own.log"))
     assert out.returncode != 0 and f"{bad}: volume(s) [21] (trial, 1-based) hold NaN or Inf inside the mask" in said
     assert not (tmp_path / "train_logs").exists() and not (tmp_path / "data" / nsd.betas_file(9)).exists()
+
+
+def test_predict_with_a_blurry_model_draws_its_branch(own_run, tmp_path):
+    overrides = {**lab_overrides(own_run / "lab", experiment="lab_blurry"),
+                 "experiments": {"lab_blurry": {"init_from": None, "blurry_recon": True}}}
+    jobs = planned_jobs(snakemake(tmp_path, "predict", "-n", configs=(DEMO, EXAMPLE), overrides=overrides))
+    assert jobs["predict_blurry"] == 1 and jobs["lowlevel_targets"] == 1 and "blurry" not in jobs
