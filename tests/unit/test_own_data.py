@@ -105,6 +105,12 @@ def test_hdf5_betas_with_declared_axes_give_the_same_layout(lab, built, tmp_path
     own_build.build(settings_of(paths, sessions=[str(p) for p in h5], key="vol", axes="TZYX"), 9, tmp_path / "o", RESIZE)
     with h5py.File(tmp_path / "o" / nsd.betas_file(9)) as a, h5py.File(built[0] / nsd.betas_file(9)) as b:
         np.testing.assert_array_equal(a["betas"][:], b["betas"][:])
+    mask = nib.load(paths["mask"]).get_fdata() > 0
+    data = np.asarray(nib.load(paths["sessions"][0]).dataobj)
+    with h5py.File(tmp_path / "yxtz.mat", "w") as out:                   # any order; MATLAB v7.3's suffix
+        out["b"] = data.transpose(1, 0, 3, 2)
+    np.testing.assert_array_equal(own_input.read_volumes(tmp_path / "yxtz.mat", mask, "YXTZ", "b"), masked(
+        paths["sessions"][0], mask))
     with pytest.raises(DataError, match="hdf5_axes = 'TXY', expected a permutation of 'TXYZ'"):
         own_input.volume_header(h5[0], "TXY", "vol")
 
