@@ -168,7 +168,7 @@ def preprocessed_files():
         [f for f in preprocess.SHARED_OUTPUTS if PRE["images"] == "raw" or f != nsd.IMAGES_FILE] if RAW_SOURCE else []
     )
     for s, n in raw_subjects().items():
-        files += preprocess.subject_outputs(s, n)
+        files += [*preprocess.subject_outputs(s, n), preprocess.zscore_file(s)]
     return files + (own_build.outputs(SUBJECT, len(OWN["sessions"])) if OWN_DATA else [])
 
 
@@ -553,7 +553,7 @@ def predict_voxel_inputs(w):
     files = predict_settings.settings(config)
     inputs = {"sessions": files["sessions"], "mask": files["mask"], "trials": files["trials"]}
     if PREDICT["zscore"] == "training":
-        inputs["zscore"] = data_path(own_build.zscore_file(SUBJECT))
+        inputs["zscore"] = data_path(preprocess.zscore_file(SUBJECT))
     return inputs
 
 

@@ -44,6 +44,7 @@ for _subject, _sessions in raw_subjects().items():
             code=code("preprocess_subject.py"),
         output:
             data=[data_path(f) for f in preprocess.subject_outputs(_subject, _sessions)],
+            zscore=data_path(preprocess.zscore_file(_subject)),
             provenance=data_path(f"provenance/subj{_subject:02d}.json"),
         log:
             f"logs/preprocess/subj{_subject:02d}.log",

@@ -1,10 +1,7 @@
 """A lab's own scans -> the pscotti/mindeyev2 layout (``dataset: own``): the same files the
 preprocessing of raw NSD writes (fmri_recon.data.preprocess, behaviour), so every later stage reads
-them unchanged, plus two small files of our own under ``own/``:
-
-* ``own/stimuli.csv``: the row of the images file of each image id (sorted ids), and its file;
-* ``own/subjNN_zscore.npz``: the mask, its affine and the per-voxel mean and std the betas were
-  z-scored with, so ``predict`` standardises new volumes exactly as the training data were.
+them unchanged, with its ``zscore/subjNN.npz`` (preprocess.zscore_file), plus ``own/stimuli.csv``:
+the row of the images file of each image id (sorted ids), and its file.
 
 The recipe is the release's (docs/preprocessing.md): voxels of the mask in C order, rows in
 (session, trial) order, one z-score per voxel with the unbiased std over the train trials of every
@@ -48,14 +45,10 @@ def config_problems(config: dict, subject_sessions: dict[int, int]) -> list[str]
     return problems or own_input.problems(settings(config), images=own["images"])
 
 
-def zscore_file(subject: int) -> str:
-    return f"own/subj{subject:02d}_zscore.npz"
-
-
 def outputs(subject: int, sessions: int) -> list[str]:
     """Every layout file ``build`` writes, relative to the data directory."""
     return [*preprocess.subject_outputs(subject, sessions), nsd.IMAGES_FILE, nsd.EVAL_IMAGES, STIMULI_FILE,
-            zscore_file(subject)]
+            preprocess.zscore_file(subject)]
 
 
 def build(settings: dict, subject: int, data_dir: str | Path, resize: dict, origin: dict | None = None) -> dict:
@@ -74,7 +67,7 @@ def build(settings: dict, subject: int, data_dir: str | Path, resize: dict, orig
     files = own_input.find_images(settings["images"], ids)
     write_images(data_dir, ids, files, resize)
     preprocess.write_eval_images(data_dir, subject)
-    write_zscore(data_dir / zscore_file(subject), mask, affine, *stats)
+    preprocess.write_zscore(data_dir / preprocess.zscore_file(subject), mask, affine, *stats)
     return {"subject": subject, "sessions": len(settings["sessions"]), "trials": len(b), "voxels": betas.shape[1],
             "images": len(ids), "test_images": int(table.loc[table["split"] == "test", "image"].nunique()),
             "train_trials": len(train_rows)}
@@ -118,16 +111,6 @@ def write_images(data_dir: Path, ids: np.ndarray, files: dict, resize: dict, siz
         writer = csv.writer(f)
         writer.writerow(["row", "image", "file"])
         writer.writerows([i, image_id, str(files[image_id])] for i, image_id in enumerate(ids))
-
-
-def write_zscore(path: Path, mask: np.ndarray, affine: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
-    with helpers.atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, mask=mask, affine=affine, mean=mean, std=std)
-
-
-def read_zscore(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(helpers.need(Path(path))) as z:
-        return {k: z[k] for k in ("mask", "affine", "mean", "std")}
 
 
 def read_stimuli(data_dir: str | Path):

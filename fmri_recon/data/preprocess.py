@@ -30,6 +30,13 @@ INDICES_FILE = "COCO_73k_subj_indices.hdf5"
 SHARED_OUTPUTS = (nsd.IMAGES_FILE, nsd.EVAL_IMAGES, SHARED_FILE, INDICES_FILE)
 
 
+def zscore_file(subject: int) -> str:
+    """Not in the released layout: the mask, its affine and each voxel's mean and std the subject's
+    betas were z-scored with (the preprocessing of raw NSD and of a lab's own data write it), so
+    ``predict`` standardises new volumes exactly as the training data were."""
+    return f"zscore/subj{subject:02d}.npz"
+
+
 def subject_outputs(subject: int, sessions: int) -> list[str]:
     """One subject's rebuilt files: the betas, a train shard per session, both test shards."""
     return [nsd.betas_file(subject), *(nsd.train_tar(subject, k) for k in range(sessions)),
@@ -140,6 +147,16 @@ def write_betas(path: str | Path, betas: np.ndarray, origin: dict | None = None)
         ds = f.create_dataset("betas", data=betas)
         if origin:
             ds.attrs["provenance"] = json.dumps(origin, sort_keys=True)
+
+
+def write_zscore(path: str | Path, mask: np.ndarray, affine: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    with helpers.atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, mask=mask, affine=affine, mean=mean, std=std)
+
+
+def read_zscore(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(helpers.need(Path(path))) as z:
+        return {k: z[k] for k in ("mask", "affine", "mean", "std")}
 
 
 # --------------------------------------------------------------------------- provenance

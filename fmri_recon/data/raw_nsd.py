@@ -92,6 +92,13 @@ def read_roi(path: str | Path, labels) -> np.ndarray:
     return mask
 
 
+def read_affine(path: str | Path) -> np.ndarray:
+    """The voxel-to-world affine of a NIfTI volume (the ROI's: the grid the voxels are on)."""
+    import nibabel as nib
+
+    return nib.load(str(path)).affine
+
+
 def read_betas(path: str | Path, mask: np.ndarray) -> np.ndarray:
     """One session's betas of the voxels in ``mask`` as (trials, voxels) float32, voxels in the
     C order of the NIfTI ``(X,Y,Z)`` grid (the released files' order). NSD's values are percent

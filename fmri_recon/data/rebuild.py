@@ -1,5 +1,5 @@
 """One subject rebuilt from NSD's raw files: its betas HDF5 and its ``wds/`` shards, as the
-released ones were made (the recipe: fmri_recon.data.preprocess; the readers: raw_nsd)."""
+released ones were made, and the statistics they were z-scored with (for ``predict``) (the recipe: fmri_recon.data.preprocess; the readers: raw_nsd)."""
 from __future__ import annotations
 
 import logging
@@ -30,9 +30,11 @@ def build_subject(raw: dict, subject: int, sessions: int, settings: dict, data_d
             raise nsd.DataError(f"{path}: {len(rows)} trials, but responses.tsv has {tps} in session {k + 1}")
         betas[k * tps:(k + 1) * tps] = rows
     train_rows = np.flatnonzero(b[:, nsd.COL_SHARED1000] == 0)
-    betas = preprocess.normalise(betas, train_rows, path=str(raw["betas"][0]))
+    stats = preprocess.zscore_statistics(betas, train_rows, path=str(raw["betas"][0]))
+    betas = preprocess.normalise(betas, train_rows, statistics=stats)
     out = Path(data_dir)
     preprocess.write_betas(out / nsd.betas_file(subject), betas, origin)
+    preprocess.write_zscore(out / preprocess.zscore_file(subject), mask, raw_nsd.read_affine(raw["roi"]), *stats)
     session = behaviour.sessions_of_rows(len(b), tps)
     behaviour.write_shards(out, subject, behaviour.context_arrays(b, session), session)
     return {"subject": subject, "sessions": sessions, "trials": len(b), "voxels": betas.shape[1],

@@ -25,7 +25,9 @@ def config_problems(config: dict) -> list[str]:
         problems.append("config: predict needs predict.sessions (the new volumes) and predict.trials (their table)")
     if not (pre["mask"] or config["own"]["mask"]):
         problems.append("config: predict needs predict.mask (the new volumes' grid; own.mask by default)")
-    if pre["zscore"] == "training" and config["dataset"] != "own":
-        problems.append(f"config: predict.zscore = training needs the training data's statistics, which dataset = "
-                        f"{config['dataset']} does not keep; use predict.zscore: session")
+    kept = config["dataset"] == "own" or (config["dataset"] == "nsd" and config["preprocess"]["source"] == "raw")
+    if pre["zscore"] == "training" and not kept:
+        problems.append("config: predict.zscore = training needs the statistics the training data were z-scored with, "
+                        "which only dataset = own and preprocess.source = raw keep (the released files do not); "
+                        "use predict.zscore: session")
     return problems or own_input.problems(settings(config), split=False, image=False, images=pre["images"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_recon.data import normalise, own_build, own_input
+from fmri_recon.data import normalise, own_input, preprocess
 from fmri_recon.helpers import DataError
 from fmri_recon.predict import prepared
 
@@ -17,7 +17,7 @@ from fmri_recon.predict import prepared
 def prepare(settings: dict, out: str | Path, *, zscore: str, zscore_file: str | None, average_repeats: bool) -> dict:
     """Read, check, z-score and group the new volumes; write ``out``; returns a summary."""
     table, mask, affine, _ = own_input.check_headers(settings, split=False, image=False)
-    stats = own_build.read_zscore(zscore_file) if zscore == "training" else None
+    stats = preprocess.read_zscore(zscore_file) if zscore == "training" else None
     if stats is not None:
         check_same_mask(settings["mask"], mask, affine, zscore_file, stats)
     parts = []

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmri_recon.data import behaviour, nsd, own_build, own_input, synthetic_lab
+from fmri_recon.data import behaviour, nsd, own_build, own_input, preprocess, synthetic_lab
 from fmri_recon.helpers import DataError
 from fmri_recon.predict import prepared, voxels
 
@@ -52,7 +52,7 @@ def test_betas_are_the_masked_volumes_z_scored_with_the_train_trials(lab, built)
     want = (raw - raw[train].mean(0)) / raw[train].std(0, ddof=1)
     with h5py.File(out / nsd.betas_file(9)) as f:
         np.testing.assert_allclose(f["betas"][:], want, atol=1e-5)
-    z = own_build.read_zscore(out / own_build.zscore_file(9))
+    z = preprocess.read_zscore(out / preprocess.zscore_file(9))
     np.testing.assert_allclose(z["mean"], raw[train].mean(0)) and np.testing.assert_array_equal(z["mask"], mask)
 
 
@@ -201,10 +201,10 @@ def test_nan_or_blank_volumes_are_named_before_anything_is_written(lab, tmp_path
 def test_new_volumes_are_z_scored_with_the_training_statistics_and_grouped(lab, built, tmp_path):
     paths, out = lab[1], built[0]
     new = settings_of(paths, sessions=paths["new_sessions"], trials=paths["new_trials"])
-    voxels.prepare(new, tmp_path / "v.hdf5", zscore="training", zscore_file=out / own_build.zscore_file(9),
+    voxels.prepare(new, tmp_path / "v.hdf5", zscore="training", zscore_file=out / preprocess.zscore_file(9),
                    average_repeats=True)
     got = prepared.read(tmp_path / "v.hdf5")
-    z = own_build.read_zscore(out / own_build.zscore_file(9))
+    z = preprocess.read_zscore(out / preprocess.zscore_file(9))
     table = pd.read_csv(paths["new_trials"], dtype={"image": str})
     raw = masked(paths["new_sessions"][0], z["mask"])
     first = table.image[0]
@@ -237,7 +237,7 @@ def test_new_volumes_with_another_mask_than_the_training_one_are_named(lab, buil
     new = settings_of(paths, sessions=paths["new_sessions"], trials=paths["new_trials"])
     with pytest.raises(DataError, match="39 voxels on grid .* but the model's training data used 40 voxels"):
         voxels.prepare(new, tmp_path / "v.hdf5", zscore="training",
-                       zscore_file=built[0] / own_build.zscore_file(9), average_repeats=True)
+                       zscore_file=built[0] / preprocess.zscore_file(9), average_repeats=True)
 
 
 # --------------------------------------------------------------------------- predict's page
@@ -265,7 +265,7 @@ def test_predict_may_pick_some_volumes_but_not_one_beyond_the_file(lab, built, t
     table = tmp_path / "t.csv"
     pd.DataFrame({"session": [1, 1], "trial": [3, 60]}).to_csv(table, index=False)
     new = settings_of(paths, sessions=paths["new_sessions"], trials=str(table))
-    voxels.prepare(new, tmp_path / "v.hdf5", zscore="training", zscore_file=built[0] / own_build.zscore_file(9),
+    voxels.prepare(new, tmp_path / "v.hdf5", zscore="training", zscore_file=built[0] / preprocess.zscore_file(9),
                    average_repeats=True)
     assert prepared.read(tmp_path / "v.hdf5")["labels"] == ["s1-t3", "s1-t60"]
     pd.DataFrame({"session": [1], "trial": [61]}).to_csv(table, index=False)

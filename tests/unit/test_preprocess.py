@@ -227,3 +227,19 @@ def test_release_check_names_the_resize_that_made_the_release(release, tmp_path)
                             {**SETTINGS, "image_resize": "bicubic", "image_antialias": False}, size=SMALL["image_size"])
     rows = release_check.compare_images(release / "bucket" / raw_nsd.STIMULI, bicubic, np.arange(16))
     assert rows[-1]["value"] == "bicubic" and float(next(r["value"] for r in rows if r["measure"].endswith("bicubic"))) < 1e-3
+
+
+def test_the_rebuild_keeps_the_statistics_it_z_scored_with(release, tmp_path):
+    """zscore/subj01.npz: its mean and std turn the raw masked betas into the betas file (predict's
+    `zscore: training` relies on it), and its mask and affine are the ROI's."""
+    import nibabel as nib
+
+    rebuild_all(release, tmp_path)
+    z = preprocess.read_zscore(tmp_path / preprocess.zscore_file(1))
+    bucket = release / "bucket"
+    roi = bucket / raw_nsd.roi_key(1, "nsdgeneral")
+    np.testing.assert_array_equal(z["mask"], raw_nsd.read_roi(roi, [1]))
+    np.testing.assert_array_equal(z["affine"], nib.load(roi).affine)
+    raw = raw_nsd.read_betas(bucket / raw_nsd.betas_key(1, 2), z["mask"])
+    with h5py.File(tmp_path / nsd.betas_file(1)) as f:
+        np.testing.assert_allclose((raw - z["mean"]) / z["std"], f["betas"][60:120], atol=1e-5)
