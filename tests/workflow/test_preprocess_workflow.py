@@ -127,3 +127,36 @@ def test_raw_files_missing_with_download_false_are_named(tmp_path):
     said = out.stdout + out.stderr
     assert out.returncode != 0 and "of NSD's files are missing under preprocess.raw_dir (nsd_raw)" in said
     assert raw_nsd.betas_key(1, 2) in said
+
+
+def test_predict_decodes_a_later_nsd_session_with_the_rebuilds_statistics(demo_more_run, nsd_bucket, tmp_path):
+    """predict on NSD's own betas of session 2 (raw, int16) with seed_vitb32, trained on session 1:
+    z-scored with zscore/subj01.npz, each trial alone, the CLIP embeddings it predicts pick the
+    trial's own image above chance; nothing is evaluated."""
+    from fmri_recon.targets import clip_targets
+
+    tps, picked = 600, 150               # demo.yaml's synthetic trials per session; the first 150 are decoded
+    table = tmp_path / "trials.csv"
+    table.write_text("session,trial\n" + "".join(f"1,{t}\n" for t in range(1, picked + 1)))
+    raw = demo_more_run / "nsd_raw"
+    overrides = {"preprocess": {"url": nsd_bucket.url},
+                 "predict": {"experiment": "seed_vitb32", "sessions": [str(raw / raw_nsd.betas_key(1, 2))],
+                             "trials": str(table), "mask": str(raw / raw_nsd.roi_key(1, "nsdgeneral"))}}
+    out = snakemake(demo_more_run, "predict", configs=(DEMO, MORE), overrides=overrides)
+    ran = {line.split()[-1].rstrip(":") for line in (out.stdout + out.stderr).splitlines() if "rule " in line}
+    assert {"predict_voxels", "predict_decode", "predict_page"} <= ran and not {"evaluate", "train"} & ran
+    behav = nsd.read_tar(demo_more_run / "data" / nsd.train_tar(1, 1))["behav"][:, 0]
+    test = nsd.read_tar(demo_more_run / "data" / nsd.test_tar(1, True))["behav"][:, 0]
+    rows = np.concatenate([behav, test])
+    rows = rows[(rows[:, nsd.COL_GLOBAL_TRIAL] >= tps) & (rows[:, nsd.COL_GLOBAL_TRIAL] < 2 * tps)]
+    image = np.empty(tps, np.int64)
+    image[rows[:, nsd.COL_GLOBAL_TRIAL].astype(int) - tps] = rows[:, nsd.COL_IMAGE]
+    unique = np.unique(image)
+    truth = torch.from_numpy(clip_targets.TargetCache(demo_more_run / "cache/clip_targets/vitb32.hdf5").get(unique))
+    image = image[:picked]
+    truth = truth.float()[np.searchsorted(unique, image)].flatten(1)
+    pred = torch.load(demo_more_run / "predictions/seed_vitb32/clipvoxels.pt").float().flatten(1)
+    sim = torch.nn.functional.normalize(pred, dim=1) @ torch.nn.functional.normalize(truth, dim=1).T
+    other = torch.from_numpy(image[:, None] != image[None, :])     # pairs of trials of different images
+    two_way = (((sim < sim.diag()[:, None]) & other).sum(1) / other.sum(1)).mean().item()
+    assert pred.shape[0] == picked and two_way > 0.85, two_way     # measured .97 (600 trials), chance .5
