@@ -11,7 +11,6 @@ from fmri_recon import code_deps
 from fmri_recon import configuration
 from fmri_recon import experiment as fmri_experiment
 from fmri_recon.data import download_plan, nsd, own_build, preprocess, raw_nsd, synthetic
-from fmri_recon.decode import reconstruct
 from fmri_recon.predict import settings as predict_settings
 from fmri_recon import sweeps as fmri_sweeps
 

@@ -31,7 +31,10 @@ rule predict_decode:
         voxels=rules.predict_voxels.output[0],
         code=code("predict.py"),
     output:
-        **{k: f"predictions/{{experiment}}/{k}.pt" for k in reconstruct.FILES},
+        **{
+            k: f"predictions/{{experiment}}/{k}.pt"
+            for k in ("recons", "clipvoxels", "predcaptions", "prior_out", "backbones")
+        },
     log:
         "logs/predict/{experiment}.log",
     benchmark:

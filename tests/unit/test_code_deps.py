@@ -199,3 +199,16 @@ def upward_imports(root: Path = REPO) -> set[tuple[str, str]]:
 def test_stage_packages_import_only_downward():
     # the one exception: experiment.brain_config builds the model's config, importing it inside the function
     assert upward_imports() == {("fmri_recon/experiment.py", "fmri_recon/models/__init__.py")}
+
+
+def test_building_the_dag_imports_no_torch():
+    # The Snakefile and rules/*.smk import package modules while the DAG is built (on a login node,
+    # for a dry run): those imports must stay light, torch being imported inside the stage code.
+    texts = [(REPO / "Snakefile").read_text(), *(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))]
+    imports = sorted({line.strip() for t in texts for line in t.splitlines()
+                      if re.match(r"(from fmri_recon[\w.]* import|import fmri_recon)", line)})   # top level
+    assert len(imports) >= 3, imports
+    code = "import sys\n" + "\n".join(imports) + "\nprint(sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", imports
