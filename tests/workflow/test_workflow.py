@@ -73,7 +73,7 @@ def test_single_file_refiner_gets_the_sdxl_configs_and_no_weights_of_sdxl_base(t
 @pytest.mark.parametrize("overrides, message", [
     ({"num_sesions": 2}, r"'num_sesions' was unexpected"),
     ({"targets": {"batch_sise": 8}}, r"'batch_sise' was unexpected"),
-    ({"dataset": "fmri"}, r"'fmri' is not one of \['nsd', 'synthetic'\]"),
+    ({"dataset": "fmri"}, r"'fmri' is not one of \['nsd', 'synthetic', 'own'\]"),
     ({"experiments": {"x": {"clip_target": "bigG", "hiden_dim": 3}}}, r"'hiden_dim' was unexpected"),
     ({"experiments": {"x": {"clip_target": "ViT-H"}}}, r"experiments.x.clip_target = 'ViT-H' is not a key of "
                                                         r"clip_models"),
