@@ -53,7 +53,8 @@ def test_betas_are_the_masked_volumes_z_scored_with_the_train_trials(lab, built)
     with h5py.File(out / nsd.betas_file(9)) as f:
         np.testing.assert_allclose(f["betas"][:], want, atol=1e-5)
     z = preprocess.read_zscore(out / preprocess.zscore_file(9))
-    np.testing.assert_allclose(z["mean"], raw[train].mean(0)) and np.testing.assert_array_equal(z["mask"], mask)
+    np.testing.assert_allclose(z["mean"], raw[train].mean(0))
+    np.testing.assert_array_equal(z["mask"], mask)
 
 
 def test_shards_hold_each_trial_with_its_image_session_and_split(lab, built):
@@ -225,7 +226,8 @@ def test_session_z_score_and_single_trials_without_images(lab, tmp_path):
     got = prepared.read(tmp_path / "v.hdf5")
     x = got["voxels"][:, 0]
     assert got["voxels"].shape[1] == 1 and got["labels"][:2] == ["s1-t1", "s1-t2"] and got["images"][0] == ""
-    np.testing.assert_allclose(x.mean(0), 0, atol=1e-5) and np.testing.assert_allclose(x.std(0, ddof=1), 1, atol=1e-4)
+    np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(0, ddof=1), 1, atol=1e-4)
 
 
 def test_new_volumes_with_another_mask_than_the_training_one_are_named(lab, built, tmp_path):
