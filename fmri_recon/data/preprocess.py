@@ -44,22 +44,22 @@ def subject_outputs(subject: int, sessions: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the science
-def zscore_statistics(betas: np.ndarray, train_rows: np.ndarray, block: int = 2048,
-                      path: str = "betas") -> tuple[np.ndarray, np.ndarray]:
+def zscore_statistics(betas: np.ndarray, train_rows: np.ndarray, block: int = 2048, path: str = "betas",
+                      rows_are: str = "training trials") -> tuple[np.ndarray, np.ndarray]:
     """Per-voxel (column) mean and unbiased (N-1) std of ``train_rows``, ``block`` voxels at a time in
     float64. A voxel constant over the train rows cannot be z-scored (upstream's torch code would
-    write NaN or inf): an error names it."""
+    write NaN or inf): an error names it. ``rows_are`` says in errors what the rows are."""
     train_rows = np.asarray(train_rows)
     if len(train_rows) < 2:
-        raise nsd.DataError(f"{path}: {len(train_rows)} training trials; a z-score needs at least 2")
+        raise nsd.DataError(f"{path}: {len(train_rows)} {rows_are}; a z-score needs at least 2")
     mean, std = np.empty(betas.shape[1]), np.empty(betas.shape[1])
     for start in range(0, betas.shape[1], block):
         x = betas[train_rows, start:start + block].astype(np.float64)
         mean[start:start + block], std[start:start + block] = x.mean(0), x.std(0, ddof=1)
     flat = np.flatnonzero(std == 0)
     if len(flat):
-        raise nsd.DataError(f"{path}: voxel(s) {flat[:10].tolist()} are constant over the training "
-                            "trials and cannot be z-scored (no data in this ROI there?)")
+        raise nsd.DataError(f"{path}: voxel(s) {flat[:10].tolist()} are constant over the {rows_are} "
+                            "and cannot be z-scored (no data in this ROI there?)")
     return mean, std
 
 

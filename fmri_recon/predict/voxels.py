@@ -48,14 +48,7 @@ def check_same_mask(path: str, mask: np.ndarray, affine: np.ndarray, zscore_file
 
 def session_statistics(path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-voxel mean and std (ddof=1) of one session's volumes (``zscore: session``)."""
-    if len(rows) < 2:
-        raise DataError(f"{path}: {len(rows)} volume(s); predict.zscore = session needs at least 2 per session")
-    x = rows.astype(np.float64)
-    std = x.std(0, ddof=1)
-    if (std == 0).any():
-        raise DataError(f"{path}: voxel {int(np.flatnonzero(std == 0)[0])} (0-based, of the mask) is constant over "
-                        "the session and cannot be z-scored")
-    return x.mean(0), std
+    return preprocess.zscore_statistics(rows, np.arange(len(rows)), path=str(path), rows_are="volumes of the session")
 
 
 def group_trials(table, average_repeats: bool) -> list[np.ndarray]:
